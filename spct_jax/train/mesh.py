@@ -1,0 +1,173 @@
+"""The device mesh and the one table that maps logical axis names to mesh axes.
+
+Every parameter of the model carries logical axis names (`vocab`, `embed`, `heads`, `kv_heads`,
+`head_dim`, `mlp`, `layers`); activations and batches use `batch` and `length`. `RULES` maps
+each name to mesh axes (`data`, `fsdp`, `tensor`). Changing the parallelism is changing the mesh
+shape in a config (`cfg.mesh.shape`), never the model code.
+
+A dimension that a rule would split but that the mesh axes do not divide (e.g. 8 kv heads on a
+tensor axis of 16) is replicated on those axes instead, and `shardings_for` reports it once, so a
+preset runs on any mesh. Batches are the exception: a global batch that the data axes do not
+divide is a config error (`check_batch`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from absl import logging
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")  # the batch is split over both data-parallel axes
+
+# logical name -> mesh axes (a tuple; empty = replicated)
+RULES: Mapping[str, tuple[str, ...]] = {
+    "batch": BATCH_AXES,
+    "length": (),
+    "vocab": ("tensor",),
+    "embed": ("fsdp",),
+    "heads": ("tensor",),
+    "kv_heads": ("tensor",),
+    "head_dim": (),
+    "mlp": ("tensor",),
+    "layers": (),
+}
+
+
+def resolve_shape(shape: Sequence[int], n_devices: int) -> tuple[int, ...]:
+  """Fills one `-1` in a (data, fsdp, tensor) shape so that the product is `n_devices`."""
+  shape = tuple(int(s) for s in shape)
+  if len(shape) != len(AXES):
+    raise ValueError(f"mesh.shape={shape}: expected {len(AXES)} sizes for axes {AXES}")
+  if shape.count(-1) > 1:
+    raise ValueError(f"mesh.shape={shape}: at most one -1 may be filled")
+  known = math.prod(s for s in shape if s != -1)
+  if any(s == 0 or s < -1 for s in shape) or n_devices % known:
+    raise ValueError(f"mesh.shape={shape} does not fit {n_devices} devices")
+  shape = tuple(n_devices // known if s == -1 else s for s in shape)
+  if math.prod(shape) != n_devices:
+    raise ValueError(f"mesh.shape={shape} uses {math.prod(shape)} devices, but {n_devices} are present")
+  return shape
+
+
+def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Sequence[Any] | None = None) -> Mesh:
+  """A mesh over `devices` (default: all) with axes ("data", "fsdp", "tensor")."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = resolve_shape(shape, len(devices))
+  return jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
+
+
+def logical_to_spec(names: Sequence[str | None], shape: Sequence[int] | None = None,
+                    mesh: Mesh | None = None, rules: Mapping[str, tuple[str, ...]] = RULES) -> P:
+  """PartitionSpec for one array with logical axis `names` (None = replicated dim).
+
+  With `shape` and `mesh` given, a dim whose size the mesh axes do not divide is replicated.
+  A mesh axis is used at most once per array (the first dim that claims it keeps it).
+  """
+  used: set[str] = set()
+  spec = []
+  for i, name in enumerate(names):
+    if name is None:
+      spec.append(None)
+      continue
+    if name not in rules:
+      raise KeyError(f"logical axis {name!r} has no sharding rule; known: {sorted(rules)}")
+    axes = tuple(a for a in rules[name] if a not in used)
+    if mesh is not None:
+      axes = tuple(a for a in axes if mesh.shape[a] > 1)
+      if shape is not None and axes and shape[i] % math.prod(mesh.shape[a] for a in axes):
+        axes = ()
+    used.update(axes)
+    spec.append(axes[0] if len(axes) == 1 else (axes or None))
+  return P(*spec)
+
+
+def shardings_for(logical_tree: Any, abstract_tree: Any, mesh: Mesh,
+                  rules: Mapping[str, tuple[str, ...]] = RULES) -> Any:
+  """NamedShardings for a pytree, from a same-structure tree of logical-name tuples.
+
+  logical_tree: pytree whose leaves are tuples of logical names (or PartitionSpecs of names).
+  abstract_tree: the arrays or `jax.ShapeDtypeStruct`s (for their shapes).
+  """
+  replicated = []
+
+  def one(names, x):
+    names = tuple(names)
+    spec = logical_to_spec(names, x.shape, mesh, rules)
+    wanted = logical_to_spec(names, None, mesh, rules)
+    if spec != wanted:
+      replicated.append(f"{names}{tuple(x.shape)}")
+    return NamedSharding(mesh, spec)
+
+  out = jax.tree.map(one, logical_tree, abstract_tree, is_leaf=_is_names)
+  if replicated:
+    logging.info("mesh %s does not divide %d arrays; replicated on those axes: %s",
+                 dict(mesh.shape), len(replicated), ", ".join(sorted(set(replicated))[:8]))
+  return out
+
+
+def _is_names(x) -> bool:
+  return isinstance(x, (tuple, P)) and all(isinstance(n, (str, type(None))) for n in x)
+
+
+def data_size(mesh: Mesh) -> int:
+  """Number of ways the batch is split."""
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def check_batch(batch_size: int, mesh: Mesh, key: str = "batch_size") -> None:
+  """Raises a config error when the global batch does not split over the data axes."""
+  n = data_size(mesh)
+  if batch_size % n:
+    raise ValueError(f"config {key}={batch_size} is not divisible by the mesh's data axes "
+                     f"{BATCH_AXES} of total size {n} (mesh {dict(mesh.shape)})")
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+  """Rows over the data axes, other dims replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+  """Places a pytree of host numpy arrays [B, ...] on the mesh, rows over the data axes.
+
+  On several hosts each host passes its own rows (its slice of the global batch) and the global
+  array is assembled with `jax.make_array_from_process_local_data`.
+  """
+  def put(x):
+    x = np.asarray(x)
+    sharding = batch_sharding(mesh, x.ndim)
+    if jax.process_count() > 1:
+      return jax.make_array_from_process_local_data(sharding, x)
+    check_batch(x.shape[0], mesh)
+    return jax.device_put(x, sharding)
+  return jax.tree.map(put, batch)
+
+
+def maybe_initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                                 process_id: int | None = None) -> None:
+  """`jax.distributed.initialize` for multi-host runs; a no-op on one host.
+
+  On Cloud TPU pods and SLURM/GPU clusters the arguments are discovered from the environment;
+  pass them explicitly elsewhere. Must be called before any other JAX call.
+  """
+  if coordinator is None and num_processes in (None, 1):
+    import os
+    if not any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID", "JAX_COORDINATOR_ADDRESS")):
+      return
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                             process_id=process_id)
+
+
+def host_slice(n_items: int) -> range:
+  """The slice of a global index space [0, n_items) that this host reads (contiguous, equal)."""
+  count, index = jax.process_count(), jax.process_index()
+  per = n_items // count
+  return range(index * per, (index + 1) * per)
