@@ -110,7 +110,7 @@ def shardings_for(logical_tree: Any, abstract_tree: Any, mesh: Mesh,
 
 
 def _is_names(x) -> bool:
-  return isinstance(x, (tuple, P)) and all(isinstance(n, (str, type(None))) for n in x)
+  return (type(x) is tuple or isinstance(x, P)) and all(isinstance(n, (str, type(None))) for n in x)
 
 
 def data_size(mesh: Mesh) -> int:
