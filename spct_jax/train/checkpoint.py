@@ -1,0 +1,129 @@
+"""Orbax checkpoints: save/resume a whole train state, survive preemption, export params.
+
+Layout of a stage's checkpoint directory (one Orbax step folder per save):
+  <dir>/<step>/state   the TrainState (params, optimizer state, step, rng), sharded as in memory
+  <dir>/<step>/meta    JSON: the data iterator position and anything the stage needs to resume
+
+Saves are asynchronous (training continues while the files are written); the last `keep_last`
+steps and the `keep_best` best by `best_metric` are kept. Orbax finalises a step atomically, so
+a half-written save is never listed; a step whose files are damaged fails to restore and
+`restore_latest` falls back to the one before, saying so.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from typing import Any
+
+from absl import logging
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+
+def manager(directory: str, *, keep_last: int = 3, keep_best: int = 1,
+            best_metric: str = "val_accuracy", async_save: bool = True) -> ocp.CheckpointManager:
+  policies = [pp.LatestN(n=keep_last)]
+  if keep_best:
+    policies.append(pp.BestN(get_metric_fn=lambda m: m[best_metric], n=keep_best,
+                             keep_checkpoints_without_metrics=False))
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=pp.AnyPreservationPolicy(policies),
+      enable_async_checkpointing=async_save, create=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict | None = None,
+         metrics: dict | None = None, force: bool = False) -> bool:
+  """Starts an (async) save of `state` and JSON `meta` at `step`; returns whether it saved."""
+  args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {}))
+  return mngr.save(int(step), args=args, metrics=metrics, force=force)
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:
+  """Restores step `step` into the structure, dtypes and shardings of `abstract_state`."""
+  args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+  out = mngr.restore(int(step), args=args)
+  return out.state, dict(out.meta or {})
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, dict, int] | None:
+  """The newest step that restores cleanly, as (state, meta, step); None when there is none.
+
+  A damaged step is reported and skipped: training resumes from the one before.
+  """
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      state, meta = restore(mngr, step, abstract_state)
+    except Exception as e:  # noqa: BLE001 - any failure to read a step means "use an older one"
+      logging.warning("checkpoint %s/%d is unreadable (%s: %s); trying the previous one",
+                      mngr.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
+      print(f"[checkpoint] step {step} in {mngr.directory} is unreadable "
+            f"({type(e).__name__}); falling back to the previous checkpoint", flush=True)
+      continue
+    return state, meta, step
+  return None
+
+
+def abstract_like(tree: Any) -> Any:
+  """ShapeDtypeStructs (with shardings) of a pytree of arrays, for `restore`."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
+
+
+# ---- Export: params only, plus the model config, readable without the training code's state.
+
+def export_params(params: Any, model_config: dict, directory: str) -> str:
+  """Writes `<directory>/params` (Orbax, params only) and `<directory>/model_config.json`."""
+  directory = os.path.abspath(directory)
+  os.makedirs(directory, exist_ok=True)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.join(directory, "params"), params, force=True)
+  with open(os.path.join(directory, "model_config.json"), "w") as f:
+    json.dump(model_config, f, indent=2, sort_keys=True)
+  return directory
+
+
+def load_params(directory: str, abstract_params: Any | None = None) -> tuple[Any, dict]:
+  """Reads an `export_params` folder: (params, model config dict)."""
+  directory = os.path.abspath(directory)
+  cfg_path = os.path.join(directory, "model_config.json")
+  if not os.path.exists(cfg_path):
+    raise FileNotFoundError(f"{cfg_path}: not an exported spct_jax model (model_config.json missing)")
+  with open(cfg_path) as f:
+    model_config = json.load(f)
+  with ocp.StandardCheckpointer() as ckptr:
+    params = ckptr.restore(os.path.join(directory, "params"), abstract_params)
+  return params, model_config
+
+
+# ---- Preemption: SIGTERM sets a flag; the loop saves and exits at the next step boundary.
+
+class Preemption:
+  """Catches SIGTERM (what TPU/GPU schedulers send before preempting) while active.
+
+  with Preemption() as pre:
+    for step in ...:
+      ...
+      if pre.requested: save(...); break
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def _handler(self, signum, frame):
+    del frame
+    self.requested = True
+    print(f"[preemption] signal {signum} received: saving at the end of this step", flush=True)
+
+  def __enter__(self) -> "Preemption":
+    with contextlib.suppress(ValueError):  # not the main thread: no handler, never requested
+      self._previous = signal.signal(signal.SIGTERM, self._handler)
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False
