@@ -1,0 +1,72 @@
+"""Warm-up: supervised fine-tuning on the synthetic teacher's critiques (the cold start).
+
+Trains the `small` preset (5.0M params) from scratch, or any preset from Hugging Face weights
+(`--config.init=hf:/path/to/folder`), to write principles + critique + scores in the GRM format.
+It stands in for the paper's pretrained starting point on the embedded default.
+
+Run:   python -m spct_jax.train --config=configs/warmup.py --workdir=runs/default
+Smoke: python -m spct_jax.train --config=configs/warmup.py --config.smoke=True --workdir=/tmp/smoke
+Cost and result on a 2-core CPU: see README.md (measured with this exact config).
+"""
+from ml_collections import ConfigDict
+
+
+def get_config() -> ConfigDict:
+  c = ConfigDict()
+  c.stage = "warmup"
+  c.init = "scratch"        # scratch | hf:<folder> | export:<folder> | stage:<name>
+  c.seed = 0
+  c.smoke = False           # shrink every size (tiny preset, a few steps); same code path
+
+  c.model = ConfigDict()
+  c.model.preset = "small"  # spct_jax.model.config.PRESETS
+  c.model.dtype = "float32"          # compute dtype: bfloat16 on TPU/GPU
+  c.model.param_dtype = "float32"    # stored weights (master copy stays float32 in training)
+  c.model.remat = False              # rematerialise layers in the backward pass
+
+  c.tokenizer = ""          # "" = the bundled tokenizer; else a SentencePiece .model path
+
+  c.mesh = ConfigDict()
+  c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills with the remaining devices
+
+  c.data = ConfigDict()
+  c.data.source = "synthetic"   # synthetic | <path of a JSONL/Parquet/RewardBench/PPE file>
+  c.data.format = ""            # for files: jsonl | rewardbench | ppe_human | ppe_correctness
+  c.data.n_train = 4096         # synthetic items for training
+  c.data.n_val = 256            # held-out synthetic items (another seed) for validation
+  c.data.error_rate = 0.0       # teacher's rate of wrong (but well-formed) judgements
+  c.data.difficulty = 1
+  c.data.style = "compact"      # GRM prompt style: compact (CPU default) | paper (appendix G)
+  c.data.variant = "principles"  # principles | no_principles
+  c.data.max_len = 384          # tokens of prompt + critique; longer items are counted and skipped
+
+  c.opt = ConfigDict()
+  c.opt.lr = 3e-3
+  c.opt.warmup_steps = 50
+  c.opt.total_steps = 0         # 0 = train.steps
+  c.opt.end_lr_frac = 0.1
+  c.opt.b1 = 0.9
+  c.opt.b2 = 0.95
+  c.opt.eps = 1e-8
+  c.opt.weight_decay = 0.01
+  c.opt.clip_norm = 1.0
+
+  c.train = ConfigDict()
+  c.train.batch_size = 32       # global batch (sequences); split over the mesh's data axes
+  c.train.micro_batches = 1     # gradient accumulation inside the step (exact)
+  c.train.steps = 600
+  c.train.log_every = 10
+  c.train.ckpt_every = 100
+  c.train.eval_every = 0        # 0 = evaluate at the end only
+
+  c.eval = ConfigDict()
+  c.eval.n = 128                # validation items judged by sampling at the end of the stage
+  c.eval.k = 8                  # samples per item for voting@k
+  c.eval.temperature = 0.5      # the paper's temperature when scaling
+  c.eval.max_new_tokens = 160
+
+  c.checkpoint = ConfigDict()
+  c.checkpoint.keep_last = 3
+  c.checkpoint.keep_best = 1
+  c.checkpoint.async_save = True
+  return c
