@@ -1,0 +1,180 @@
+"""Flax Linen building blocks: RMSNorm, RoPE, attention (GQA, soft-capping, KV cache), gated MLP.
+
+Every parameter is created with logical axis names (`nn.with_logical_partitioning`); the names are
+read back by `transformer.logical_axes` and mapped to mesh axes by spct_jax/train/mesh.py.
+Parameters are stored in `cfg.param_dtype` and cast to the compute dtype `cfg.dtype` here.
+Normalisation, softmax and RoPE run in float32.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spct_jax.model.config import ModelConfig
+
+Array = jax.Array
+NEG_INF = float(np.finfo(np.float32).min)  # masked attention logits (finite: no NaN on empty rows)
+
+
+def _param(module: nn.Module, name: str, init, shape: tuple[int, ...], names: tuple[str, ...],
+           dtype) -> Array:
+  return module.param(name, nn.with_logical_partitioning(init, names), shape, dtype)
+
+
+def _fan_in(in_axis, out_axis):
+  return nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=in_axis,
+                                          out_axis=out_axis)
+
+
+def softcap(x: Array, cap: float | None) -> Array:
+  """cap * tanh(x / cap); identity when cap is None."""
+  return x if cap is None else cap * jnp.tanh(x / cap)
+
+
+class RMSNorm(nn.Module):
+  """x / rms(x) * w (Llama) or * (1 + w) (Gemma, `plus_one`). x: [..., D]."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.cfg
+    init = nn.initializers.zeros if cfg.is_gemma else nn.initializers.ones
+    scale = _param(self, "scale", init, (x.shape[-1],), ("embed",), cfg.jnp_param_dtype)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
+    if cfg.is_gemma:
+      return (y * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+    return y.astype(x.dtype) * scale.astype(x.dtype)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
+  """Inverse frequencies [H/2] float32, with Llama-3 scaling when cfg.rope_scaling_factor is set."""
+  h = cfg.head_dim
+  inv = (1.0 / (cfg.rope_theta ** (np.arange(0, h, 2, dtype=np.float32) / np.float32(h)))).astype(np.float32)
+  if cfg.rope_scaling_factor is None:
+    return inv
+  factor, low, high = cfg.rope_scaling_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+  old = cfg.rope_original_max_len
+  wavelen = 2 * np.pi / inv
+  scaled = np.where(wavelen > old / low, inv / factor, inv)
+  smooth = (old / wavelen - low) / (high - low)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+  return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
+  """Rotates halves of x [B, T, N, H] by angles positions [B, T] * inv_freq [H/2] (HF layout)."""
+  angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, T, H/2]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def attention_mask(q_slot: Array, q_pos: Array, k_slot: Array, k_pos: Array, k_valid: Array,
+                   window: int | None) -> Array:
+  """Which keys each query attends to: [B, T, S] bool.
+
+  q_slot, q_pos: [B, T] int32 (slot in the sequence/cache; token position).
+  k_slot: [S] int32; k_pos: [B, S] int32; k_valid: [B, S] bool (False: padding or empty slot).
+  Causal by slot; the sliding window by position distance (q_pos - k_pos < window), which equals
+  the slot distance of HF Gemma-2 / Mistral for real tokens of left-padded contiguous rows.
+  """
+  mask = (k_slot[None, None, :] <= q_slot[:, :, None]) & k_valid[:, None, :]
+  if window is not None:
+    mask &= (q_pos[:, :, None] - k_pos[:, None, :]) < window
+  return mask
+
+
+class Attention(nn.Module):
+  """Grouped-query self-attention with RoPE and an optional KV cache."""
+  cfg: ModelConfig
+  window: int | None  # sliding window of this layer; None = global
+
+  @nn.compact
+  def __call__(self, x: Array, positions: Array, mask: Array,
+               cache: dict[str, Array] | None = None, index: Array | None = None
+               ) -> tuple[Array, dict[str, Array] | None]:
+    """x: [B, T, D]; positions: [B, T] int32; mask: [B, T, S] bool (S = T, or cache length).
+
+    cache: {'k', 'v': [B, S, K, H]} or None; index: [B] int32 slot where x's first token goes.
+    Returns (out [B, T, D], updated cache or None).
+    """
+    cfg = self.cfg
+    d, n, k, h = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    pdt, dt = cfg.jnp_param_dtype, cfg.jnp_dtype
+    wq = _param(self, "q", _fan_in(0, (1, 2)), (d, n, h), ("embed", "heads", "head_dim"), pdt)
+    wk = _param(self, "k", _fan_in(0, (1, 2)), (d, k, h), ("embed", "kv_heads", "head_dim"), pdt)
+    wv = _param(self, "v", _fan_in(0, (1, 2)), (d, k, h), ("embed", "kv_heads", "head_dim"), pdt)
+    wo = _param(self, "o", _fan_in((0, 1), 2), (n, h, d), ("heads", "head_dim", "embed"), pdt)
+    x = x.astype(dt)
+    q = jnp.einsum("btd,dnh->btnh", x, wq.astype(dt))
+    kk = jnp.einsum("btd,dkh->btkh", x, wk.astype(dt))
+    vv = jnp.einsum("btd,dkh->btkh", x, wv.astype(dt))
+    if cfg.qkv_bias:
+      zeros = nn.initializers.zeros
+      q += _param(self, "q_bias", zeros, (n, h), ("heads", "head_dim"), pdt).astype(dt)
+      kk += _param(self, "k_bias", zeros, (k, h), ("kv_heads", "head_dim"), pdt).astype(dt)
+      vv += _param(self, "v_bias", zeros, (k, h), ("kv_heads", "head_dim"), pdt).astype(dt)
+    inv_freq = rope_inv_freq(cfg)
+    q = apply_rope(q, positions, inv_freq)
+    kk = apply_rope(kk, positions, inv_freq)
+
+    if cache is not None:
+      write = jax.vmap(lambda buf, new, i: jax.lax.dynamic_update_slice_in_dim(buf, new, i, axis=0))
+      cache = {"k": write(cache["k"], kk.astype(cache["k"].dtype), index),
+               "v": write(cache["v"], vv.astype(cache["v"].dtype), index)}
+      kk, vv = cache["k"].astype(dt), cache["v"].astype(dt)
+
+    b, t = x.shape[:2]
+    q = q.reshape(b, t, k, n // k, h)
+    logits = jnp.einsum("btkgh,bskh->bkgts", q, kk, preferred_element_type=jnp.float32)
+    logits = softcap(logits * cfg.query_scale, cfg.attn_softcap)
+    logits = jnp.where(mask[:, None, None, :, :], logits, NEG_INF)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+    out = jnp.einsum("bkgts,bskh->btkgh", probs, vv).reshape(b, t, n, h)
+    return jnp.einsum("btnh,nhd->btd", out, wo.astype(dt)), cache
+
+
+class MLP(nn.Module):
+  """Gated MLP: down(act(gate(x)) * up(x)); act = SiLU (Llama) or tanh-GELU (Gemma). x: [B, T, D]."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.cfg
+    d, f, pdt, dt = cfg.d_model, cfg.mlp_dim, cfg.jnp_param_dtype, cfg.jnp_dtype
+    wg = _param(self, "gate", _fan_in(0, 1), (d, f), ("embed", "mlp"), pdt)
+    wu = _param(self, "up", _fan_in(0, 1), (d, f), ("embed", "mlp"), pdt)
+    wd = _param(self, "down", _fan_in(0, 1), (f, d), ("mlp", "embed"), pdt)
+    x = x.astype(dt)
+    gate = x @ wg.astype(dt)
+    act = jax.nn.gelu(gate, approximate=True) if cfg.is_gemma else jax.nn.silu(gate)
+    return (act * (x @ wu.astype(dt))) @ wd.astype(dt)
+
+
+class Block(nn.Module):
+  """One decoder layer. Llama: x + attn(norm(x)); x + mlp(norm(x)). Gemma-2 adds post-norms."""
+  cfg: ModelConfig
+  window: int | None
+
+  @nn.compact
+  def __call__(self, x: Array, positions: Array, mask: Array, cache: Any = None,
+               index: Array | None = None) -> tuple[Array, Any]:
+    """x: [B, T, D] -> ([B, T, D], updated layer cache or None)."""
+    cfg = self.cfg
+    h = RMSNorm(cfg, name="pre_attn_norm")(x)
+    h, cache = Attention(cfg, self.window, name="attn")(h, positions, mask, cache, index)
+    if cfg.is_gemma:
+      h = RMSNorm(cfg, name="post_attn_norm")(h)
+    x = x + h
+    h = MLP(cfg, name="mlp")(RMSNorm(cfg, name="pre_mlp_norm")(x))
+    if cfg.is_gemma:
+      h = RMSNorm(cfg, name="post_mlp_norm")(h)
+    return x + h, cache
