@@ -23,7 +23,7 @@ class OptimConfig:
   b1: float = 0.9
   b2: float = 0.95
   eps: float = 1e-8
-  weight_decay: float = 0.0       # decoupled; not applied to 1-D params (norm scales, biases)
+  weight_decay: float = 0.0       # decoupled; not applied to norm scales, biases or 1-D params
   clip_norm: float = 1.0          # global-norm gradient clipping; 0 disables
 
   @classmethod
@@ -50,10 +50,18 @@ def schedule(cfg: OptimConfig) -> optax.Schedule:
                                             cfg.warmup_steps, decay, cfg.lr * cfg.end_lr_frac)
 
 
+def decay_mask(params: Any) -> Any:
+  """True for the weights that get weight decay: matrices, not norm scales or biases."""
+  def one(path, p):
+    name = str(getattr(path[-1], "key", path[-1]))
+    return p.ndim > 1 and not name.endswith("bias") and name != "scale"
+  return jax.tree_util.tree_map_with_path(one, params)
+
+
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
   adamw = optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                       weight_decay=cfg.weight_decay,
-                      mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
+                      mask=decay_mask)
   if cfg.clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw)
   return adamw

@@ -30,11 +30,17 @@ def test_adamw_step_matches_hand_computed_first_update():
   assert int(st.step) == 1
 
 
-def test_clipping_and_decay_mask():
-  cfg = state_lib.OptimConfig(lr=0.0, clip_norm=1.0, weight_decay=0.1, total_steps=10)
+def test_decay_mask_skips_norms_and_biases():
+  params = {"attn": {"q": jnp.ones((2, 2, 2)), "q_bias": jnp.ones((2, 2))}, "norm": {"scale": jnp.ones((2,))}}
+  assert state_lib.decay_mask(params) == {"attn": {"q": True, "q_bias": False}, "norm": {"scale": False}}
+  # with a zero gradient only decayed weights move: w <- w - lr * wd * w
+  cfg = state_lib.OptimConfig(lr=0.5, weight_decay=0.1, total_steps=10, end_lr_frac=1.0, clip_norm=0.0)
   tx = state_lib.make_optimizer(cfg)
-  st = state_lib.create({"w": jnp.ones((2, 2)), "b": jnp.ones((2,))}, tx, jax.random.key(0))
-  assert st.params["w"].dtype == jnp.float32
+  st = state_lib.create(params, tx, jax.random.key(0))
+  st = state_lib.apply_gradients(st, jax.tree.map(jnp.zeros_like, params), tx)
+  np.testing.assert_allclose(st.params["attn"]["q"], 0.95)
+  np.testing.assert_allclose(st.params["attn"]["q_bias"], 1.0)
+  np.testing.assert_allclose(st.params["norm"]["scale"], 1.0)
 
 
 def test_logical_axes_cover_the_optimizer_state():
