@@ -90,7 +90,8 @@ def _compiled(cfg, mcfg, mesh_shape, seq_len: int, compile_step: bool = True) ->
   step = step_lib.make_step(sft.loss_fn(transformer.Transformer(mcfg)), tx,
                             micro_batches=cfg.train.micro_batches,
                             state_shardings=state_sh, batch_shardings={k: bsh for k in batch})
-  mem = step.lower(state, batch).compile().memory_analysis() if compile_step else None
+  with mesh_lib.activation_sharding(mesh):
+    mem = step.lower(state, batch).compile().memory_analysis() if compile_step else None
   out = {
       "preset": cfg.model.preset, "params": transformer.param_count(mcfg),
       "mesh": dict(mesh.shape), "batch_size": batch_size, "seq_len": seq_len,

@@ -123,8 +123,9 @@ class Attention(nn.Module):
       kk += _param(self, "k_bias", zeros, (k, h), ("kv_heads", "head_dim"), pdt).astype(dt)
       vv += _param(self, "v_bias", zeros, (k, h), ("kv_heads", "head_dim"), pdt).astype(dt)
     inv_freq = rope_inv_freq(cfg)
-    q = apply_rope(q, positions, inv_freq)
-    kk = apply_rope(kk, positions, inv_freq)
+    q = nn.with_logical_constraint(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "head_dim"))
+    kk = nn.with_logical_constraint(apply_rope(kk, positions, inv_freq), ("batch", "length", "kv_heads", "head_dim"))
+    vv = nn.with_logical_constraint(vv, ("batch", "length", "kv_heads", "head_dim"))
 
     if cache is not None:
       write = jax.vmap(lambda buf, new, i: jax.lax.dynamic_update_slice_in_dim(buf, new, i, axis=0))
@@ -156,7 +157,8 @@ class MLP(nn.Module):
     x = x.astype(dt)
     gate = x @ wg.astype(dt)
     act = jax.nn.gelu(gate, approximate=True) if cfg.is_gemma else jax.nn.silu(gate)
-    return (act * (x @ wu.astype(dt))) @ wd.astype(dt)
+    hidden = nn.with_logical_constraint(act * (x @ wu.astype(dt)), ("batch", "length", "mlp"))
+    return hidden @ wd.astype(dt)
 
 
 class Block(nn.Module):
@@ -177,4 +179,4 @@ class Block(nn.Module):
     h = MLP(cfg, name="mlp")(RMSNorm(cfg, name="pre_mlp_norm")(x))
     if cfg.is_gemma:
       h = RMSNorm(cfg, name="post_mlp_norm")(h)
-    return x + h, cache
+    return nn.with_logical_constraint(x + h, ("batch", "length", "embed")), cache

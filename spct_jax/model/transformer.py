@@ -115,6 +115,7 @@ class Transformer(nn.Module):
     x = jnp.take(embed, tokens, axis=0).astype(cfg.jnp_dtype)
     if cfg.is_gemma:
       x = x * jnp.asarray(math.sqrt(cfg.d_model), cfg.jnp_dtype)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
     block = nn.remat(layers.Block) if cfg.remat else layers.Block
     new_cache = None if cache is None else {
@@ -136,7 +137,7 @@ class Transformer(nn.Module):
           nn.initializers.normal(cfg.d_model ** -0.5), ("embed", "vocab")),
           (cfg.d_model, cfg.vocab_size), cfg.jnp_param_dtype)
     logits = jnp.einsum("btd,dv->btv", hidden, out.astype(cfg.jnp_dtype), preferred_element_type=jnp.float32)
-    logits = layers.softcap(logits, cfg.final_softcap)
+    logits = nn.with_logical_constraint(layers.softcap(logits, cfg.final_softcap), ("batch", "length", "vocab"))
 
     result = (logits,)
     if return_hidden:

@@ -12,10 +12,12 @@ divide is a config error (`check_batch`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Mapping, Sequence
 
 from absl import logging
+import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
@@ -35,6 +37,22 @@ RULES: Mapping[str, tuple[str, ...]] = {
     "mlp": ("tensor",),
     "layers": (),
 }
+
+
+def flax_rules(rules: Mapping[str, tuple[str, ...]] = RULES) -> tuple:
+  """`RULES` in the form `flax.linen.logical_axis_rules` takes."""
+  return tuple((name, axes[0] if len(axes) == 1 else (axes or None)) for name, axes in rules.items())
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules: Mapping[str, tuple[str, ...]] = RULES):
+  """Makes the model's activation annotations (`nn.with_logical_constraint`) take effect.
+
+  Trace (first call of) a jitted step inside this context; outside it the annotations are
+  no-ops, so single-device code needs nothing.
+  """
+  with jax.set_mesh(mesh), nn.logical_axis_rules(flax_rules(rules)):
+    yield
 
 
 def resolve_shape(shape: Sequence[int], n_devices: int) -> tuple[int, ...]:
