@@ -1,0 +1,35 @@
+"""python -m spct_jax.train --config=configs/<stage>.py [--config.x=y ...] [--workdir=DIR]
+
+Runs one stage (warmup, rft, grpo, ...) into <workdir>/<stage>/. A stage whose config says
+`init = "stage:<name>"` starts from that stage's output in the same workdir; when it is not there
+yet, that stage's config (configs/<name>.py beside this one) is run first, with this run's
+overrides of the shared sections (model, tokenizer, mesh, seed, smoke). So on a fresh machine
+`python -m spct_jax.train --config=configs/grpo.py` runs warm-up -> RFT -> GRPO.
+Rerunning the same command resumes from the last checkpoint of the unfinished stage.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "stage config file (configs/*.py)")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/default", "where stages write checkpoints, metrics and exports")
+
+
+def main(argv):
+  del argv
+  from spct_jax.train import loop, stages
+  path = config_flags.get_config_filename(flags.FLAGS["config"])
+  overrides = config_flags.get_override_values(flags.FLAGS["config"])
+  try:
+    stages.run_chain(_CONFIG.value, path, _WORKDIR.value, overrides)
+  except loop.Preempted as e:
+    print(f"[train] {e}. Rerun the same command to resume.", flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("config")
+  app.run(main)

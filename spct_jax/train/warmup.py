@@ -1,0 +1,161 @@
+"""The warm-up stage: SFT on the synthetic teacher's critiques (the stand-in for a pretrained GRM).
+
+Every training item is shown in a random response order, the teacher writes principles +
+analysis + scores for that order, and the model learns the critique tokens (prompt masked).
+At the end: greedy and voting@k accuracy on held-out items (another seed).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from spct_jax import judge as judge_lib
+from spct_jax import sampling as sampling_lib
+from spct_jax.data import synthetic
+from spct_jax.evaluate import judgement_metrics
+from spct_jax.grm import prompts
+from spct_jax.model import config as model_config
+from spct_jax.model import transformer
+from spct_jax.tokenizer import Tokenizer
+from spct_jax.train import checkpoint as ckpt_lib
+from spct_jax.train import loop as loop_lib
+from spct_jax.train import mesh as mesh_lib
+from spct_jax.train import sft
+from spct_jax.train import stages
+from spct_jax.train import state as state_lib
+from spct_jax.train import step as step_lib
+
+VAL_SEED_OFFSET = 1_000_003  # held-out items come from a different generator seed
+
+
+def load_tokenizer(cfg) -> Tokenizer:
+  return Tokenizer.load(cfg.tokenizer or None)
+
+
+def sft_rows(pairs, tok, *, max_len: int, variant: str, style: str) -> tuple[dict[str, np.ndarray], int]:
+  """(example as shown, critique) pairs -> right-padded SFT rows and the number skipped as too long.
+
+  tokens [N, max_len] int32, pad_mask [N, max_len] bool, loss_mask [N, max_len] bool (critique
+  tokens and the closing end-of-turn).
+  """
+  rows, skipped = [], 0
+  for ex, critique in pairs:
+    prompt = judge_lib.prompt_ids(ex, tok, variant=variant, style=style)
+    target = tok.encode(critique) + [tok.answer_end_id]
+    if len(prompt) + len(target) > max_len:
+      skipped += 1
+      continue
+    rows.append((prompt, target))
+  if not rows:
+    raise ValueError(f"all {skipped} items are longer than data.max_len={max_len} tokens")
+  n = len(rows)
+  tokens = np.full((n, max_len), tok.pad_id, np.int32)
+  pad_mask = np.zeros((n, max_len), bool)
+  loss_mask = np.zeros((n, max_len), bool)
+  for i, (p, t) in enumerate(rows):
+    tokens[i, :len(p) + len(t)] = p + t
+    pad_mask[i, :len(p) + len(t)] = True
+    loss_mask[i, len(p):len(p) + len(t)] = True
+  return {"tokens": tokens, "pad_mask": pad_mask, "loss_mask": loss_mask}, skipped
+
+
+def teacher_pairs(examples, seed: int, error_rate: float, variant: str):
+  """Each example in a random order with the teacher's critique for that order."""
+  rng = np.random.default_rng(seed)
+  pairs = []
+  for ex in examples:
+    shown, _ = prompts.shuffle(ex, rng)
+    critique = synthetic.teacher_critique(shown, rng, error_rate=error_rate)
+    if variant == "no_principles":
+      critique = critique.split("\n", 1)[1] if critique.startswith(prompts.PRINCIPLES_LABEL) else critique
+    pairs.append((shown, critique))
+  return pairs
+
+
+def setup_training(cfg, mcfg: model_config.ModelConfig, params: Any, loss_fn, mesh,
+                   batch_keys=("tokens", "pad_mask", "loss_mask")):
+  """(state, jitted step) with the state sharded on `mesh` by the logical rules and batches
+  (dicts of [B, T] arrays under `batch_keys`) split over the data axes."""
+  opt = dict(cfg.opt)
+  opt["total_steps"] = opt["total_steps"] or cfg.train.steps
+  opt_cfg = state_lib.OptimConfig.from_dict(opt)
+  tx = state_lib.make_optimizer(opt_cfg)
+  mesh_lib.check_batch(cfg.train.batch_size, mesh, "train.batch_size")
+  st = state_lib.create(params, tx, jax.random.key(cfg.seed + 1))
+  names = state_lib.logical_axes(tx, transformer.logical_axes(mcfg), st.params)
+  shardings = mesh_lib.shardings_for(names, st, mesh)
+  st = jax.device_put(st, shardings)
+  step = step_lib.make_step(loss_fn, tx, micro_batches=cfg.train.micro_batches,
+                            state_shardings=shardings,
+                            batch_shardings={k: mesh_lib.batch_sharding(mesh, 2) for k in batch_keys},
+                            schedule=state_lib.schedule(opt_cfg))
+  return st, step
+
+
+def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, style: str) -> dict:
+  """Greedy and voting@k (sum) accuracy on held-out items."""
+  common = dict(cfg=mcfg, params=params, tok=tok, max_new_tokens=cfg.eval.max_new_tokens,
+                seed=cfg.seed, variant=variant, style=style, mesh=mesh)
+  t0 = time.perf_counter()
+  greedy = judge_lib.judge(examples, k=1, sampling=sampling_lib.Greedy(), **common)
+  voted = judge_lib.judge(examples, k=cfg.eval.k, sampling=sampling_lib.Temperature(cfg.eval.temperature), **common)
+  g, v = judgement_metrics(examples, greedy), judgement_metrics(examples, voted)
+  return {"val_accuracy": g["accuracy"], "val_valid_rate": g["valid_rate"],
+          f"val_voting@{cfg.eval.k}_accuracy": v["accuracy"], f"val_voting@{cfg.eval.k}_valid_rate": v["valid_rate"],
+          "eval_seconds": time.perf_counter() - t0}
+
+
+def validation_examples(cfg):
+  return synthetic.generate(cfg.eval.n, seed=cfg.seed + VAL_SEED_OFFSET, difficulty=cfg.data.difficulty,
+                            n_responses=(2, 3, 4))
+
+
+def run(cfg, workdir: str) -> dict:
+  t_start = time.perf_counter()
+  out_dir = stages.stage_dir(workdir, cfg.stage)
+  tok = load_tokenizer(cfg)
+  mcfg, params = stages.initial_params(cfg, workdir)
+  if mcfg.vocab_size < tok.vocab_size:
+    raise ValueError(f"tokenizer has {tok.vocab_size} pieces but the model's vocab_size is {mcfg.vocab_size}")
+  mesh = mesh_lib.make_mesh(tuple(cfg.mesh.shape))
+  if cfg.data.source != "synthetic":
+    raise ValueError(f"config data.source={cfg.data.source!r}: the warm-up trains on the synthetic "
+                     "teacher's critiques; start later stages from your own data instead")
+  train = synthetic.generate(cfg.data.n_train, seed=cfg.seed, difficulty=cfg.data.difficulty)
+  pairs = teacher_pairs(train, cfg.seed, cfg.data.error_rate, cfg.data.variant)
+  rows, skipped = sft_rows(pairs, tok, max_len=cfg.data.max_len, variant=cfg.data.variant, style=cfg.data.style)
+  n_tokens = int(rows["loss_mask"].sum())
+  print(f"[warmup] {len(rows['tokens'])} training critiques ({n_tokens} target tokens); "
+        f"{skipped} skipped as longer than data.max_len={cfg.data.max_len}", flush=True)
+  model = transformer.Transformer(mcfg)
+  st, step = setup_training(cfg, mcfg, params, sft.loss_fn(model), mesh)
+  val = validation_examples(cfg)
+  eval_fn = lambda s: heldout_accuracy(cfg, mcfg, s.params, tok, val, mesh=mesh,
+                                       variant=cfg.data.variant, style=cfg.data.style)
+  loop_cfg = loop_lib.LoopConfig(steps=cfg.train.steps, log_every=cfg.train.log_every,
+                                 ckpt_every=cfg.train.ckpt_every, eval_every=cfg.train.eval_every,
+                                 keep_last=cfg.checkpoint.keep_last, keep_best=cfg.checkpoint.keep_best,
+                                 async_save=cfg.checkpoint.async_save)
+  with mesh_lib.activation_sharding(mesh):
+    st, last = loop_lib.run(out_dir, st, step, loop_lib.batches_from(rows, cfg.train.batch_size, cfg.seed),
+                            loop_cfg, mesh, eval_fn=eval_fn, desc="warmup")
+  params = jax.device_get(st.params)
+  ckpt_lib.export_params(params, model_config.to_dict(mcfg), os.path.join(out_dir, "final"))
+  summary = {"stage": "warmup", "train_items": len(rows["tokens"]), "skipped_too_long": skipped,
+             "steps": cfg.train.steps, "final_loss": last.get("loss"),
+             "wall_seconds": time.perf_counter() - t_start,
+             **{k: v for k, v in last.items() if k.startswith("val_")}}
+  print_summary(summary)
+  return summary
+
+
+def print_summary(summary: dict) -> None:
+  print(f"\n== {summary['stage']} ==")
+  for k, v in summary.items():
+    if k != "stage":
+      print(f"  {k:<32s}{v:.4f}" if isinstance(v, float) else f"  {k:<32s}{v}")
+  print(flush=True)

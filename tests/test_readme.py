@@ -1,0 +1,54 @@
+"""The README's promises: its test command is the one CI runs; its runnable commands parse."""
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _readme_blocks():
+  text = (ROOT / "README.md").read_text()
+  return re.findall(r"```(?:bash|sh) *(runnable)?\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_starts_with_the_two_commands():
+  blocks = _readme_blocks()
+  first = blocks[0][1].strip().splitlines()
+  assert len(first) >= 2
+  assert "pip install" in first[0] and "python -m spct_jax.train" in first[0]
+  assert "pip install" in first[1] and "pytest" in first[1]
+
+
+def test_ci_runs_the_readme_test_command():
+  first = _readme_blocks()[0][1].strip().splitlines()
+  readme_pytest = first[1].split("&&")[-1].strip()
+  ci = (ROOT / ".ci" / "run").read_text()
+  assert readme_pytest in ci.splitlines(), f"{readme_pytest!r} is not a line of .ci/run"
+
+
+def _runnable_commands():
+  for runnable, body in _readme_blocks():
+    if not runnable:
+      continue
+    for line in body.replace("\\\n", " ").splitlines():
+      line = line.strip()
+      if line.startswith("python -m spct_jax."):
+        yield line
+
+
+@pytest.mark.parametrize("command", list(_runnable_commands()))
+def test_runnable_readme_commands_answer_help(command):
+  """Each `python -m spct_jax.<tool> ...` marked runnable parses its flags (--helpfull dry run)."""
+  argv = shlex.split(command)
+  module = argv[2]
+  proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  for arg in argv[3:]:
+    if arg.startswith("--") and not arg.startswith("--config."):
+      flag = arg[2:].split("=", 1)[0]
+      assert f"--{flag}" in proc.stdout + proc.stderr, f"{module} has no flag --{flag}"
