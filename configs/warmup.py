@@ -36,6 +36,7 @@ def get_config() -> ConfigDict:
   c.data.n_val = 256            # held-out synthetic items (another seed) for validation
   c.data.error_rate = 0.0       # teacher's rate of wrong (but well-formed) judgements
   c.data.difficulty = 1
+  c.data.n_responses = (1, 2, 3, 4)  # responses per synthetic item (n = 1: a 1..10 rating)
   c.data.style = "compact"      # GRM prompt style: compact (CPU default) | paper (appendix G)
   c.data.variant = "principles"  # principles | no_principles
   c.data.max_len = 384          # tokens of prompt + critique; longer items are counted and skipped

@@ -110,23 +110,29 @@ def completion_text(tok, tokens: np.ndarray, length: int, done: bool) -> str:
   return tok.decode(np.asarray(tokens[:length - int(done)]).tolist())
 
 
+def sample_all(requests: Sequence[Request], *, seed: int, **kwargs) -> list[dict]:
+  """`sample_requests` for requests with different sample counts (one sampler call per count);
+  results in the order of `requests`."""
+  by_k: dict[int, list[int]] = {}
+  for r_i, r in enumerate(requests):
+    by_k.setdefault(r.n_samples, []).append(r_i)
+  results: list[dict] = [{}] * len(requests)
+  for kk, idx in sorted(by_k.items()):
+    outs = sample_requests([requests[i] for i in idx], rng=jax.random.fold_in(jax.random.key(seed), kk), **kwargs)
+    for i, o in zip(idx, outs):
+      results[i] = o
+  return results
+
+
 def judge(examples: Sequence[GRMExample], *, cfg, params, tok, k: int = 1,
           sampling: Any = sampling_lib.Greedy(), max_new_tokens: int = 256, seed: int = 0,
           variant: str = "principles", style: str = "compact", batch_size: int = 32,
           mesh=None) -> list[Judgement]:
   """k critiques for every example, parsed and mapped back to the original response order."""
   requests = plan_requests(examples, k, seed)
-  by_k: dict[int, list[int]] = {}
-  for r_i, r in enumerate(requests):
-    by_k.setdefault(r.n_samples, []).append(r_i)
-  results: list[dict | None] = [None] * len(requests)
-  for kk, idx in sorted(by_k.items()):
-    outs = sample_requests([requests[i] for i in idx], cfg=cfg, params=params, tok=tok,
-                           rng=jax.random.fold_in(jax.random.key(seed), kk), sampling=sampling,
-                           max_new_tokens=max_new_tokens, variant=variant, style=style,
-                           batch_size=batch_size, mesh=mesh)
-    for i, o in zip(idx, outs):
-      results[i] = o
+  results = sample_all(requests, seed=seed, cfg=cfg, params=params, tok=tok, sampling=sampling,
+                       max_new_tokens=max_new_tokens, variant=variant, style=style,
+                       batch_size=batch_size, mesh=mesh)
   judgements = [Judgement([], [], []) for _ in examples]
   for r, o in zip(requests, results):
     j = judgements[r.item]

@@ -84,7 +84,7 @@ def _compiled(cfg, mcfg, mesh_shape, seq_len: int, compile_step: bool = True) ->
   names = state_lib.logical_axes(tx, transformer.logical_axes(mcfg), params)
   state_sh = mesh_lib.shardings_for(names, abstract_state, mesh)
   state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_sh)
-  bsh = mesh_lib.batch_sharding(mesh, 2)
+  bsh = mesh_lib.batch_sharding(mesh)
   batch = {k: jax.ShapeDtypeStruct((batch_size, seq_len), dt, sharding=bsh)
            for k, dt in (("tokens", jnp.int32), ("pad_mask", jnp.bool_), ("loss_mask", jnp.bool_))}
   step = step_lib.make_step(sft.loss_fn(transformer.Transformer(mcfg)), tx,

@@ -1,8 +1,9 @@
 """The Python loop around a jitted step: resume, log, checkpoint, evaluate, survive preemption.
 
-Batches come from `get_batch(step) -> dict of host numpy arrays`, a pure function of the step
-(e.g. a grain `MapDataset` indexed by step), so the data position is the step itself: resuming
-at step s reads exactly the batches an uninterrupted run would have read.
+Batches come from `get_batch(step, state) -> dict of host numpy arrays` (or `(batch, host
+metrics)`), a pure function of the step and the state: a grain `MapDataset` indexed by step for
+SFT, rollouts of the current policy with keys folded from the step for GRPO. So the data position
+is the step itself: resuming at step s reads exactly what an uninterrupted run would have read.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class LoopConfig:
   async_save: bool = True
 
 
-def run(stage_dir: str, state: Any, step_fn: Callable, get_batch: Callable[[int], dict],
+def run(stage_dir: str, state: Any, step_fn: Callable, get_batch: Callable[[int, Any], Any],
         cfg: LoopConfig, mesh, *, eval_fn: Callable[[Any], dict] | None = None,
         desc: str = "train", tokens_key: str = "count") -> tuple[Any, dict]:
   """Trains from the latest checkpoint in `stage_dir` (or from `state`) to `cfg.steps`.
@@ -59,8 +60,12 @@ def run(stage_dir: str, state: Any, step_fn: Callable, get_batch: Callable[[int]
                  dynamic_ncols=True, disable=None)
       t0, tokens = time.perf_counter(), 0.0
       for step in bar:
-        batch = mesh_lib.shard_batch(get_batch(step), mesh)
-        state, m = step_fn(state, batch)
+        batch = get_batch(step, state)
+        host_metrics = {}
+        if isinstance(batch, tuple):
+          batch, host_metrics = batch
+        state, m = step_fn(state, mesh_lib.shard_batch(batch, mesh))
+        m = {**m, **host_metrics}
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
           m = {k: float(v) for k, v in jax.device_get(m).items()}
@@ -90,7 +95,7 @@ def run(stage_dir: str, state: Any, step_fn: Callable, get_batch: Callable[[int]
   return state, last
 
 
-def batches_from(encoded: dict[str, np.ndarray], batch_size: int, seed: int) -> Callable[[int], dict]:
+def batches_from(encoded: dict[str, np.ndarray], batch_size: int, seed: int) -> Callable[[int, Any], dict]:
   """A get_batch(step) over in-memory rows (dict of arrays with the same leading size N).
 
   Row order is a grain shuffle of [0, N) reshuffled every epoch from `seed`, repeated and
@@ -104,7 +109,8 @@ def batches_from(encoded: dict[str, np.ndarray], batch_size: int, seed: int) -> 
   per_host = batch_size // jax.process_count()
   offset = jax.process_index() * per_host
 
-  def get(step: int) -> dict:
+  def get(step: int, state: Any = None) -> dict:
+    del state
     idx = np.asarray(rows[step])[offset:offset + per_host]
     return {k: v[idx] for k, v in encoded.items()}
   return get

@@ -144,9 +144,9 @@ def check_batch(batch_size: int, mesh: Mesh, key: str = "batch_size") -> None:
                      f"{BATCH_AXES} of total size {n} (mesh {dict(mesh.shape)})")
 
 
-def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-  """Rows over the data axes, other dims replicated."""
-  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Rows (axis 0) over the data axes, other dims replicated; valid for any rank >= 1."""
+  return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -161,7 +161,7 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
   """
   def put(x):
     x = np.asarray(x)
-    sharding = batch_sharding(mesh, x.ndim)
+    sharding = batch_sharding(mesh)
     if jax.process_count() > 1:
       return jax.make_array_from_process_local_data(sharding, x)
     check_batch(x.shape[0], mesh)

@@ -16,16 +16,20 @@ import jax.numpy as jnp
 
 
 def token_logprobs(model, params: Any, tokens: jax.Array, pad_mask: jax.Array | None = None,
-                   temperature: float = 1.0) -> jax.Array:
+                   temperature: float = 1.0, with_entropy: bool = False):
   """log p(tokens[:, t] | tokens[:, :t]) for t >= 1: [B, T-1] float32.
 
   The distribution is softmax(logits / temperature): the one the sampler draws from before any
   top-k/top-p truncation, so the trainer's recomputed log-probs match the sampler's.
+  with_entropy: also return that distribution's entropy at each position, [B, T-1].
   """
   logits = model.apply({"params": params}, tokens, pad_mask=pad_mask)  # [B, T, V] float32
   logits = logits[:, :-1].astype(jnp.float32) / temperature
   logp = jax.nn.log_softmax(logits, axis=-1)
-  return jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+  lp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+  if with_entropy:
+    return lp, -(jnp.exp(logp) * logp).sum(-1)
+  return lp
 
 
 def loss_fn(model):

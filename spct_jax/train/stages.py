@@ -52,11 +52,11 @@ def apply_overrides(cfg: ConfigDict, overrides: dict[str, Any], sections=SHARED_
   for key, value in overrides.items():
     if key.split(".")[0] not in sections:
       continue
-    node, *path = key.split(".")
+    *parents, leaf = key.split(".")
     target = cfg
-    for part in [node] + path[:-1]:
+    for part in parents:
       target = target[part]
-    target[path[-1] if path else node] = value
+    target[leaf] = value
   return cfg
 
 
@@ -74,8 +74,10 @@ def shrink(cfg: ConfigDict) -> ConfigDict:
   for section in cfg.keys():  # stage-specific sizes: every *_steps/n_* knob of the stage section
     if isinstance(cfg[section], ConfigDict) and section in ("rft", "grpo", "meta_rm"):
       for name, value in cfg[section].items():
-        if name in ("steps", "n_items", "n_samples", "group_size", "max_new_tokens") and isinstance(value, int):
-          cfg[section][name] = min(value, {"max_new_tokens": 16, "steps": 2}.get(name, 2))
+        if name in ("n_items", "n_samples", "group_size", "prompts_per_step", "max_new_tokens", "sampler_batch"):
+          cfg[section][name] = min(value, {"max_new_tokens": 16, "n_items": 8}.get(name, 2))
+  if "grpo" in cfg:
+    cfg.train.batch_size = cfg.grpo.prompts_per_step * cfg.grpo.group_size
   return cfg
 
 

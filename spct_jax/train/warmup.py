@@ -91,7 +91,7 @@ def setup_training(cfg, mcfg: model_config.ModelConfig, params: Any, loss_fn, me
   st = jax.device_put(st, shardings)
   step = step_lib.make_step(loss_fn, tx, micro_batches=cfg.train.micro_batches,
                             state_shardings=shardings,
-                            batch_shardings={k: mesh_lib.batch_sharding(mesh, 2) for k in batch_keys},
+                            batch_shardings={k: mesh_lib.batch_sharding(mesh) for k in batch_keys},
                             schedule=state_lib.schedule(opt_cfg))
   return st, step
 
@@ -114,6 +114,28 @@ def validation_examples(cfg):
                             n_responses=(2, 3, 4))
 
 
+def train_sft(cfg, mcfg, params, rows: dict, out_dir: str, tok, mesh, desc: str) -> tuple[Any, dict]:
+  """SFT on `rows` for cfg.train.steps (resuming from out_dir), evaluated on held-out items at the end.
+
+  Returns (host params, last metrics including val_*)."""
+  model = transformer.Transformer(mcfg)
+  st, step = setup_training(cfg, mcfg, params, sft.loss_fn(model), mesh)
+  val = validation_examples(cfg)
+  eval_fn = lambda s: heldout_accuracy(cfg, mcfg, s.params, tok, val, mesh=mesh,
+                                       variant=cfg.data.variant, style=cfg.data.style)
+  with mesh_lib.activation_sharding(mesh):
+    st, last = loop_lib.run(out_dir, st, step, loop_lib.batches_from(rows, cfg.train.batch_size, cfg.seed),
+                            loop_config(cfg), mesh, eval_fn=eval_fn, desc=desc)
+  return jax.device_get(st.params), last
+
+
+def loop_config(cfg) -> loop_lib.LoopConfig:
+  return loop_lib.LoopConfig(steps=cfg.train.steps, log_every=cfg.train.log_every,
+                             ckpt_every=cfg.train.ckpt_every, eval_every=cfg.train.eval_every,
+                             keep_last=cfg.checkpoint.keep_last, keep_best=cfg.checkpoint.keep_best,
+                             async_save=cfg.checkpoint.async_save)
+
+
 def run(cfg, workdir: str) -> dict:
   t_start = time.perf_counter()
   out_dir = stages.stage_dir(workdir, cfg.stage)
@@ -125,25 +147,14 @@ def run(cfg, workdir: str) -> dict:
   if cfg.data.source != "synthetic":
     raise ValueError(f"config data.source={cfg.data.source!r}: the warm-up trains on the synthetic "
                      "teacher's critiques; start later stages from your own data instead")
-  train = synthetic.generate(cfg.data.n_train, seed=cfg.seed, difficulty=cfg.data.difficulty)
+  train = synthetic.generate(cfg.data.n_train, seed=cfg.seed, difficulty=cfg.data.difficulty,
+                             n_responses=tuple(cfg.data.n_responses))
   pairs = teacher_pairs(train, cfg.seed, cfg.data.error_rate, cfg.data.variant)
   rows, skipped = sft_rows(pairs, tok, max_len=cfg.data.max_len, variant=cfg.data.variant, style=cfg.data.style)
   n_tokens = int(rows["loss_mask"].sum())
   print(f"[warmup] {len(rows['tokens'])} training critiques ({n_tokens} target tokens); "
         f"{skipped} skipped as longer than data.max_len={cfg.data.max_len}", flush=True)
-  model = transformer.Transformer(mcfg)
-  st, step = setup_training(cfg, mcfg, params, sft.loss_fn(model), mesh)
-  val = validation_examples(cfg)
-  eval_fn = lambda s: heldout_accuracy(cfg, mcfg, s.params, tok, val, mesh=mesh,
-                                       variant=cfg.data.variant, style=cfg.data.style)
-  loop_cfg = loop_lib.LoopConfig(steps=cfg.train.steps, log_every=cfg.train.log_every,
-                                 ckpt_every=cfg.train.ckpt_every, eval_every=cfg.train.eval_every,
-                                 keep_last=cfg.checkpoint.keep_last, keep_best=cfg.checkpoint.keep_best,
-                                 async_save=cfg.checkpoint.async_save)
-  with mesh_lib.activation_sharding(mesh):
-    st, last = loop_lib.run(out_dir, st, step, loop_lib.batches_from(rows, cfg.train.batch_size, cfg.seed),
-                            loop_cfg, mesh, eval_fn=eval_fn, desc="warmup")
-  params = jax.device_get(st.params)
+  params, last = train_sft(cfg, mcfg, params, rows, out_dir, tok, mesh, "warmup")
   ckpt_lib.export_params(params, model_config.to_dict(mcfg), os.path.join(out_dir, "final"))
   summary = {"stage": "warmup", "train_items": len(rows["tokens"]), "skipped_too_long": skipped,
              "steps": cfg.train.steps, "final_loss": last.get("loss"),

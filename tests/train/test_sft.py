@@ -75,7 +75,7 @@ def _run(shape):
     names = state_lib.logical_axes(tx, transformer.logical_axes(CFG), params)
     sh = mesh_lib.shardings_for(names, st, mesh)
     st = jax.device_put(st, sh)
-    bsh = jax.tree.map(lambda x: mesh_lib.batch_sharding(mesh, x.ndim), batch)
+    bsh = jax.tree.map(lambda x: mesh_lib.batch_sharding(mesh), batch)
     step = step_lib.make_step(fn, tx, micro_batches=2, state_shardings=sh, batch_shardings=bsh)
     b = mesh_lib.shard_batch(batch, mesh)
   for _ in range(2):

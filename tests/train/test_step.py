@@ -59,7 +59,7 @@ def test_sharded_step_equals_one_device():
       names = state_lib.logical_axes(tx, {"w": ("embed",), "b": ()}, _params())
       sh = mesh_lib.shardings_for(names, st, mesh)
       st = jax.device_put(st, sh)
-      bsh = jax.tree.map(lambda x: mesh_lib.batch_sharding(mesh, x.ndim), batch)
+      bsh = jax.tree.map(lambda x: mesh_lib.batch_sharding(mesh), batch)
       fn = step_lib.make_step(_masked_sq_loss, tx, micro_batches=2, state_shardings=sh, batch_shardings=bsh)
       b = mesh_lib.shard_batch(batch, mesh)
     st, m = fn(st, b)
