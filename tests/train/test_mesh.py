@@ -45,7 +45,7 @@ def test_batch_must_divide_data_axes():
   with pytest.raises(ValueError, match=r"batch_size=6 is not divisible by the mesh's data axes"):
     mesh_lib.check_batch(6, mesh)
   batch = mesh_lib.shard_batch({"tokens": np.arange(32).reshape(8, 4)}, mesh)
-  assert batch["tokens"].sharding.spec == P(("data", "fsdp"), None)
+  assert batch["tokens"].sharding.spec == P(("data", "fsdp"))
   with pytest.raises(ValueError, match="batch_size=6"):
     mesh_lib.shard_batch({"tokens": np.zeros((6, 4))}, mesh)
 
