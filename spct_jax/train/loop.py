@@ -95,8 +95,13 @@ def run(stage_dir: str, state: Any, step_fn: Callable, get_batch: Callable[[int,
   return state, last
 
 
-def batches_from(encoded: dict[str, np.ndarray], batch_size: int, seed: int) -> Callable[[int, Any], dict]:
+def batches_from(encoded: dict[str, np.ndarray], batch_size: int, seed: int,
+                 trim_multiple: int = 0) -> Callable[[int, Any], dict]:
   """A get_batch(step) over in-memory rows (dict of arrays with the same leading size N).
+
+  trim_multiple: with right-padded [N, T] rows and a `pad_mask`, cut each batch's columns to its
+  longest row rounded up to a multiple of this (a few length buckets, so a few compilations,
+  instead of always paying for T).
 
   Row order is a grain shuffle of [0, N) reshuffled every epoch from `seed`, repeated and
   batched, so batch `step` is a pure function of (seed, step). On several hosts each host takes
@@ -112,5 +117,10 @@ def batches_from(encoded: dict[str, np.ndarray], batch_size: int, seed: int) -> 
   def get(step: int, state: Any = None) -> dict:
     del state
     idx = np.asarray(rows[step])[offset:offset + per_host]
-    return {k: v[idx] for k, v in encoded.items()}
+    batch = {k: v[idx] for k, v in encoded.items()}
+    if trim_multiple and jax.process_count() == 1:
+      longest = int(batch["pad_mask"].any(axis=0).nonzero()[0].max()) + 1
+      t = min(-(-longest // trim_multiple) * trim_multiple, batch["pad_mask"].shape[1])
+      batch = {k: v[:, :t] for k, v in batch.items()}
+    return batch
   return get

@@ -124,7 +124,7 @@ def train_sft(cfg, mcfg, params, rows: dict, out_dir: str, tok, mesh, desc: str)
   eval_fn = lambda s: heldout_accuracy(cfg, mcfg, s.params, tok, val, mesh=mesh,
                                        variant=cfg.data.variant, style=cfg.data.style)
   with mesh_lib.activation_sharding(mesh):
-    st, last = loop_lib.run(out_dir, st, step, loop_lib.batches_from(rows, cfg.train.batch_size, cfg.seed),
+    st, last = loop_lib.run(out_dir, st, step, loop_lib.batches_from(rows, cfg.train.batch_size, cfg.seed, trim_multiple=64),
                             loop_config(cfg), mesh, eval_fn=eval_fn, desc=desc)
   return jax.device_get(st.params), last
 

@@ -78,3 +78,13 @@ def test_batches_are_a_pure_function_of_step():
   flat = sum(a, [])
   assert sorted(flat[:10]) == list(range(10))
   assert a != [loop_lib.batches_from(rows, 4, seed=4)(s)["i"].tolist() for s in range(5)]
+
+
+def test_batches_trim_padding_columns_to_a_multiple():
+  pad_mask = np.zeros((4, 200), bool)
+  for i, n in enumerate((10, 70, 30, 5)):
+    pad_mask[i, :n] = True
+  rows = {"pad_mask": pad_mask, "tokens": np.arange(800).reshape(4, 200)}
+  b = loop_lib.batches_from(rows, 4, seed=0, trim_multiple=64)(0)
+  assert b["tokens"].shape == (4, 128) and b["pad_mask"].shape == (4, 128)
+  assert b["pad_mask"].sum() == pad_mask.sum()
