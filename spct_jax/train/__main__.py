@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "stage config file (configs/*.py)")
@@ -20,6 +20,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "where stages write ch
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax and absl are chatty at INFO; -v 0 restores it
   from spct_jax.train import loop, stages
   path = config_flags.get_config_filename(flags.FLAGS["config"])
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
