@@ -19,7 +19,8 @@ import jax
 import numpy as np
 
 from spct_jax import sampling as sampling_lib
-from spct_jax.data.example import GRMExample, user
+from spct_jax.data import pipeline
+from spct_jax.data.example import GRMExample
 from spct_jax.grm import prompts, scores as scores_lib
 
 
@@ -61,12 +62,6 @@ def plan_requests(examples: Sequence[GRMExample], k: int, seed: int) -> list[Req
   return requests
 
 
-def prompt_ids(example: GRMExample, tok, *, variant: str = "principles", style: str = "compact") -> list[int]:
-  """Token ids of the chat-formatted GRM prompt for one (shuffled) example, BOS first."""
-  text = tok.chat_prompt([user(prompts.render(example, variant=variant, style=style))], add_generation_prompt=True)
-  return tok.encode(text, add_bos=True)
-
-
 def sample_requests(requests: Sequence[Request], *, cfg, params, tok, rng: jax.Array,
                     sampling: Any, max_new_tokens: int, variant: str = "principles",
                     style: str = "compact", batch_size: int = 32, mesh=None,
@@ -82,7 +77,7 @@ def sample_requests(requests: Sequence[Request], *, cfg, params, tok, rng: jax.A
   if len(ks) != 1:
     raise ValueError(f"sample_requests: requests ask for different numbers of samples {sorted(ks)}")
   k = ks.pop()
-  ids = [prompt_ids(r.example, tok, variant=variant, style=style) for r in requests]
+  ids = [pipeline.prompt_ids(r.example, tok, variant=variant, style=style) for r in requests]
   if max_prompt_len is not None:
     too_long = [i for i, x in enumerate(ids) if len(x) > max_prompt_len]
     if too_long:

@@ -9,8 +9,8 @@
     batch.pad_mask     # [B, T] bool, True on real tokens (the sampler's prompt_mask)
     batch.index        # [B] positions in `examples` of the rows (items too long are left out)
 
-Prompt: tok.chat_prompt([user(prompts.render(example, variant, style))]) encoded with BOS (the
-same ids as judge.prompt_ids). SFT completion: the critique's ids then tok.answer_end_id
+Prompt: tok.chat_prompt([user(prompts.render(example, variant, style))]) encoded with BOS
+(`prompt_ids`; the sampler's prompts come from the same function). SFT completion: the critique's ids then tok.answer_end_id
 (eos for the plain template, <end_of_turn> for Gemma's).
 
 Length policy (max_len counts prompt + completion for SFT, the prompt for sampling):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Any
+
 
 import jax
 import jax.numpy as jnp

@@ -18,13 +18,11 @@ import json
 import os
 import time
 
-import numpy as np
 
 from spct_jax import judge as judge_lib
 from spct_jax import sampling as sampling_lib
 from spct_jax.data import synthetic
 from spct_jax.data.example import GRMExample, Turn
-from spct_jax.grm import prompts
 from spct_jax.grm import scores as scores_lib
 from spct_jax.model import config as model_config
 from spct_jax.train import checkpoint as ckpt_lib

@@ -15,7 +15,7 @@ import numpy as np
 
 from spct_jax import judge as judge_lib
 from spct_jax import sampling as sampling_lib
-from spct_jax.data import synthetic
+from spct_jax.data import pipeline, synthetic
 from spct_jax.evaluate import judgement_metrics
 from spct_jax.grm import prompts
 from spct_jax.model import config as model_config
@@ -37,30 +37,14 @@ def load_tokenizer(cfg) -> Tokenizer:
 
 
 def sft_rows(pairs, tok, *, max_len: int, variant: str, style: str) -> tuple[dict[str, np.ndarray], int]:
-  """(example as shown, critique) pairs -> right-padded SFT rows and the number skipped as too long.
-
-  tokens [N, max_len] int32, pad_mask [N, max_len] bool, loss_mask [N, max_len] bool (critique
-  tokens and the closing end-of-turn).
-  """
-  rows, skipped = [], 0
-  for ex, critique in pairs:
-    prompt = judge_lib.prompt_ids(ex, tok, variant=variant, style=style)
-    target = tok.encode(critique) + [tok.answer_end_id]
-    if len(prompt) + len(target) > max_len:
-      skipped += 1
-      continue
-    rows.append((prompt, target))
-  if not rows:
-    raise ValueError(f"all {skipped} items are longer than data.max_len={max_len} tokens")
-  n = len(rows)
-  tokens = np.full((n, max_len), tok.pad_id, np.int32)
-  pad_mask = np.zeros((n, max_len), bool)
-  loss_mask = np.zeros((n, max_len), bool)
-  for i, (p, t) in enumerate(rows):
-    tokens[i, :len(p) + len(t)] = p + t
-    pad_mask[i, :len(p) + len(t)] = True
-    loss_mask[i, len(p):len(p) + len(t)] = True
-  return {"tokens": tokens, "pad_mask": pad_mask, "loss_mask": loss_mask}, skipped
+  """(example as shown, critique) pairs -> right-padded SFT rows (`pipeline.batch_sft`) and the
+  number of items left out as too long (reported, never silent)."""
+  rows, stats = pipeline.batch_sft(pairs, tok, max_len=max_len, variant=variant, style=style)
+  if stats.truncated or stats.too_long:
+    print(f"[data] length policy: {stats.summary()}", flush=True)
+  if not len(rows["tokens"]):
+    raise ValueError(f"all {stats.too_long} items are longer than data.max_len={max_len} tokens")
+  return rows, stats.too_long
 
 
 def teacher_pairs(examples, seed: int, error_rate: float, variant: str):

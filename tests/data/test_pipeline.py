@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from spct_jax import judge
 from spct_jax.data import pipeline, synthetic
 from spct_jax.data.example import GRMExample, assistant, user
 from spct_jax.grm import prompts
@@ -27,7 +26,8 @@ def pairs():
 def test_encode_sft_layout(tok, pairs):
   ex, critique = pairs[0]
   tokens, mask = pipeline.encode_sft(ex, critique, tok, max_len=1024)
-  prompt = judge.prompt_ids(ex, tok, variant="principles", style="compact")
+  prompt = pipeline.prompt_ids(ex, tok, variant="principles", style="compact")
+  assert prompt == tok.encode(tok.chat_prompt([user(prompts.render(ex, style="compact"))]), add_bos=True)
   assert tokens.dtype == np.int32 and mask.dtype == bool and tokens.shape == mask.shape
   assert tokens[:len(prompt)].tolist() == prompt and tokens[0] == tok.bos_id
   assert not mask[:len(prompt)].any() and mask[len(prompt):].all()
@@ -92,7 +92,7 @@ def test_encode_prompts_left_padded_buckets(tok, pairs):
   assert t == 128 or batch.lengths.max() > t // 2
   for row, i in enumerate(batch.index):
     ex = (exs[:3] + [huge] + exs[3:5])[i]
-    ids = judge.prompt_ids(ex, tok)
+    ids = pipeline.prompt_ids(ex, tok)
     assert batch.tokens[row, t - len(ids):].tolist() == ids
     assert (batch.tokens[row, :t - len(ids)] == tok.pad_id).all()
     assert batch.pad_mask[row].tolist() == [False] * (t - len(ids)) + [True] * len(ids)

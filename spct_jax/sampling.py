@@ -1,0 +1,462 @@
+"""The k-critique sampler: prefill B prompts once, decode B*k completions together.
+
+    out = sample(cfg, params, prompt_tokens, prompt_mask, rng, k=16, max_new_tokens=256,
+                 sampling=Temperature(0.5), stop_ids=(tok.eos_id,))
+    out.tokens    [B, k, N] int32    completion tokens; `pad_id` after the stop token
+    out.lengths   [B, k]    int32    completion length, the stop token included
+    out.logprobs  [B, k, N] float32  log-prob of each sampled token; 0 after the stop token
+    out.done      [B, k]    bool     the row produced a stop token (False: the budget ran out)
+
+How it runs (one `jax.jit`, compiled once per (B, prompt bucket, k, budget, method)):
+1. the B left-padded prompts are padded on the left to a length bucket (`bucket_length`), so a
+   new prompt length does not recompile, and prefilled once into a KV cache of B rows;
+2. every cache leaf is repeated k times on its batch axis (row b*k + j is sample j of prompt b),
+   so the prefill cost does not grow with k; under a mesh the B*k rows are split over the data
+   axes (`mesh.BATCH_AXES`) and the params follow the model's logical-axis rules;
+3. one `jax.lax.while_loop` over a `DecodeState` decodes all B*k rows in lockstep and stops when
+   every row has written a stop token or the budget is spent.
+
+Randomness: `rng` is B keys, one per prompt, or one key (prompt b then gets fold_in(rng, b)).
+Sample j of prompt b uses fold_in(key_b, j), and its step t uses fold_in(that, t), so the draws
+of a prompt depend only on its own key: a prompt gives the same samples alone or inside any batch
+(with its own key), and the same key gives the same samples.
+
+Log-probs: `logprobs` are log softmax(logits / temperature) at the sampled token, i.e. taken
+after the temperature and BEFORE any top-k/top-p truncation. That is the distribution the trainer
+recomputes (`spct_jax.train.sft.token_logprobs(..., temperature)`) and the one GRPO's ratio
+pi_theta / pi_old needs. For `Greedy` they are log softmax of the raw logits (temperature 1).
+`completion_batch` builds the [B*k, T+N] prompt + completion batch for that recomputation.
+
+On CPU the B*k-row cache is a fresh allocation per call whose page faults can cost more than
+writing it; running the process with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent huge
+pages) removes most of that (`python -m spct_jax.bench sampler` does so).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from typing import Any, Callable, ClassVar, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from spct_jax.model import transformer
+from spct_jax.model.config import ModelConfig
+from spct_jax.train import mesh as mesh_lib
+
+Array = jax.Array
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling methods: small frozen (hashable) dataclasses, usable as jit static arguments.
+
+
+def _is_concrete_number(x) -> bool:
+  return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopK:
+  """Truncation: keeps the k largest logits (ties with the k-th largest are kept too)."""
+  k: int
+
+  def __post_init__(self):
+    if _is_concrete_number(self.k) and (int(self.k) != self.k or self.k < 1):
+      raise ValueError(f"TopK.k={self.k!r}: must be a positive int")
+
+  def truncate(self, logits_V: Array) -> Array:
+    """logits [V] -> logits [V] with the excluded entries set to -inf."""
+    v = logits_V.shape[-1]
+    kth = jnp.sort(logits_V)[v - jnp.clip(self.k, 1, v)]  # k may be traced
+    return jnp.where(logits_V >= kth, logits_V, -jnp.inf)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopP:
+  """Truncation (nucleus): keeps the most likely tokens until their mass reaches p.
+
+  A token is kept when the probability mass of the tokens ranked above it is < p (so the most
+  likely token is always kept); ties with the last kept logit are kept too.
+  """
+  p: float
+
+  def __post_init__(self):
+    if _is_concrete_number(self.p) and not 0.0 < self.p <= 1.0:
+      raise ValueError(f"TopP.p={self.p!r}: must be in (0, 1]")
+
+  def truncate(self, logits_V: Array) -> Array:
+    """logits [V] -> logits [V] with the excluded entries set to -inf."""
+    desc = jnp.sort(logits_V)[::-1]
+    probs = jax.nn.softmax(desc)
+    mass_before = jnp.cumsum(probs) - probs
+    threshold = jnp.min(jnp.where(mass_before < self.p, desc, jnp.inf))
+    return jnp.where(logits_V >= threshold, logits_V, -jnp.inf)
+
+
+@dataclasses.dataclass(frozen=True)
+class Greedy:
+  """The argmax token. Its log-probs are those of softmax(raw logits)."""
+  temperature: ClassVar[float] = 1.0
+
+  def choose(self, key: Array, logits_V: Array) -> Array:
+    """key: one PRNG key (unused); logits [V] float32 -> token [] int32."""
+    del key
+    return jnp.argmax(logits_V).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Temperature:
+  """Random sampling from softmax(logits / temperature), truncated by `filters` in order.
+
+  Composes: `Temperature(0.7, (TopK(40), TopP(0.95)))` is temperature, then top-k, then top-p
+  (the order of Hugging Face's default logits processors).
+  """
+  temperature: float = 1.0
+  filters: tuple[TopK | TopP, ...] = ()
+
+  def __post_init__(self):
+    if _is_concrete_number(self.temperature) and not self.temperature > 0:
+      raise ValueError(f"Temperature.temperature={self.temperature!r}: must be > 0 (use Greedy)")
+    object.__setattr__(self, "filters", tuple(self.filters))
+    for f in self.filters:
+      if not isinstance(f, (TopK, TopP)):
+        raise TypeError(f"Temperature.filters: {f!r} is not a TopK or TopP")
+
+  def choose(self, key: Array, logits_V: Array) -> Array:
+    """key: one PRNG key; logits [V] float32 -> token [] int32.
+
+    Inverse-CDF sampling: one uniform draw per token instead of V Gumbel draws (the PRNG is
+    the costly part on CPU). Truncated tokens have probability 0 and are never drawn.
+    """
+    x = logits_V.astype(jnp.float32) / self.temperature
+    for f in self.filters:
+      x = f.truncate(x)
+    p = jnp.exp(x - jnp.max(x))                                # unnormalised; 0 where truncated
+    cdf = jnp.cumsum(p)
+    u = jax.random.uniform(key, (), jnp.float32)
+    token = jnp.sum(cdf <= u * cdf[-1])                        # first index with cdf > u * total
+    last = p.shape[-1] - 1 - jnp.argmax(p[::-1] > 0)           # guard against rounding at u -> 1
+    return jnp.minimum(token, last).astype(jnp.int32)
+
+
+Sampling = Greedy | Temperature
+
+
+# ----------------------------------------------------------------------------------------------
+# Outputs and the decode state.
+
+
+@flax.struct.dataclass
+class SampleOutput:
+  """k completions for each of B prompts (N = max_new_tokens)."""
+  tokens: Array    # [B, k, N] int32, pad_id after the stop token
+  lengths: Array   # [B, k] int32, stop token included
+  logprobs: Array  # [B, k, N] float32, log softmax(logits / temperature) at the token; 0 after stop
+  done: Array      # [B, k] bool, a stop token was produced
+
+
+@flax.struct.dataclass
+class DecodeState:
+  """The while_loop carry; R = B*k rows."""
+  step: Array      # [] int32, column of the next token to write
+  cache: Any       # KV cache of R rows (transformer.init_cache)
+  last: Array      # [R] int32, the token written last (fed to the model next)
+  tokens: Array    # [R, N] int32
+  logprobs: Array  # [R, N] float32
+  lengths: Array   # [R] int32
+  done: Array      # [R] bool
+
+
+# ----------------------------------------------------------------------------------------------
+# Host-side helpers: buckets, padding, keys, validation.
+
+
+def bucket_length(length: int, buckets: Sequence[int] | None = None, min_length: int = 16) -> int:
+  """The smallest bucket >= length; default buckets are the powers of two >= min_length."""
+  if buckets is None:
+    b = min_length
+    while b < length:
+      b *= 2
+    return b
+  fits = [b for b in sorted(buckets) if b >= length]
+  if not fits:
+    raise ValueError(f"prompt length {length} exceeds the largest bucket {max(buckets)} of {tuple(buckets)}")
+  return fits[0]
+
+
+def _check_prompts(tokens: np.ndarray, mask: np.ndarray) -> None:
+  if tokens.ndim != 2 or mask.shape != tokens.shape:
+    raise ValueError(f"prompt_tokens {tokens.shape} and prompt_mask {mask.shape} must both be [B, T]")
+  if tokens.shape[0] == 0:
+    raise ValueError("prompt_tokens has no rows")
+  empty = np.flatnonzero(~mask.any(axis=1))
+  if empty.size:
+    raise ValueError(f"prompt_mask rows {empty.tolist()} have no real token; every prompt needs one")
+  # left-padded: once a row turns True it stays True.
+  bad = np.flatnonzero((np.diff(mask.astype(np.int8), axis=1) < 0).any(axis=1))
+  if bad.size:
+    raise ValueError(f"prompt_mask rows {bad.tolist()} are not left-padded (padding after a real token)")
+
+
+def pad_prompts(prompt_tokens: Any, prompt_mask: Any, length: int, pad_id: int = 0
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """Left-padded [B, T] prompts -> [B, length]: drops all-padding left columns, pads on the left."""
+  tokens = np.asarray(prompt_tokens)
+  mask = np.asarray(prompt_mask).astype(bool)
+  real = int(mask.sum(axis=1).max())
+  if real > length:
+    raise ValueError(f"prompt of {real} tokens does not fit length {length}")
+  tokens, mask = tokens[:, tokens.shape[1] - real:], mask[:, mask.shape[1] - real:]
+  out_t = np.full((tokens.shape[0], length), pad_id, np.int32)
+  out_m = np.zeros((tokens.shape[0], length), bool)
+  out_t[:, length - real:] = np.where(mask, tokens, pad_id)
+  out_m[:, length - real:] = mask
+  return out_t, out_m
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Token lists -> left-padded tokens [B, T] int32 and mask [B, T] bool (T = longest)."""
+  t = max(len(s) for s in seqs)
+  tokens = np.full((len(seqs), t), pad_id, np.int32)
+  mask = np.zeros((len(seqs), t), bool)
+  for i, s in enumerate(seqs):
+    if len(s):
+      tokens[i, t - len(s):] = s
+      mask[i, t - len(s):] = True
+  return tokens, mask
+
+
+def prompt_keys(rng: Any, batch: int) -> Array:
+  """One typed PRNG key per prompt [B]: `rng` is one key (prompt b gets fold_in(rng, b), which
+  does not depend on B) or already B keys (raw uint32 key data is accepted too)."""
+  rng = jnp.asarray(rng) if not isinstance(rng, jax.Array) else rng
+  if not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    if rng.dtype != jnp.uint32 or rng.shape[-1:] != (2,):
+      raise ValueError(f"rng {rng.dtype}{tuple(rng.shape)}: expected a PRNG key or raw uint32 key data")
+    rng = jax.random.wrap_key_data(rng)
+  if rng.shape == ():
+    return jax.vmap(lambda b: jax.random.fold_in(rng, b))(jnp.arange(batch))
+  if rng.shape == (batch,):
+    return rng
+  raise ValueError(f"rng has shape {tuple(rng.shape)}: expected one key or {batch} keys (one per prompt)")
+
+
+def shard_params(cfg: ModelConfig, params: Any, mesh: Mesh) -> Any:
+  """Places params on `mesh` by the model's logical-axis rules (no-op when already there)."""
+  shardings = mesh_lib.shardings_for(transformer.logical_axes(cfg), params, mesh)
+  return jax.device_put(params, shardings)
+
+
+# ----------------------------------------------------------------------------------------------
+# The jitted core.
+
+
+def _rows(x: Array, mesh: Mesh | None) -> Array:
+  """Constrains axis 0 (the rows) of x to the mesh's data axes; other axes left to XLA."""
+  if mesh is None:
+    return x
+  spec = P(mesh_lib.BATCH_AXES, *([P.UNCONSTRAINED] * (x.ndim - 1)))
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def _pick(sampling: Sampling, keys_R: Array, logits_RxV: Array, step: Array) -> tuple[Array, Array]:
+  """Samples one token per row; returns (tokens [R] int32, logprobs [R] float32)."""
+  step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_R, step)
+  logits_RxV = logits_RxV.astype(jnp.float32)
+  tok_R = jax.vmap(sampling.choose)(step_keys, logits_RxV)
+  logp_RxV = jax.nn.log_softmax(logits_RxV / sampling.temperature, axis=-1)
+  return tok_R, jnp.take_along_axis(logp_RxV, tok_R[:, None], axis=-1)[:, 0]
+
+
+def _write(state: DecodeState, tok_R: Array, lp_R: Array, stop_ids: tuple[int, ...],
+           pad_id: int) -> DecodeState:
+  """Writes the step's tokens into live rows; finished rows get pad_id and log-prob 0."""
+  live = ~state.done
+  tok_R = jnp.where(live, tok_R, pad_id)
+  lp_R = jnp.where(live, lp_R, 0.0)
+  col = state.step
+  return state.replace(
+      step=col + 1,
+      last=tok_R,
+      tokens=jax.lax.dynamic_update_slice_in_dim(state.tokens, tok_R[:, None], col, axis=1),
+      logprobs=jax.lax.dynamic_update_slice_in_dim(state.logprobs, lp_R[:, None], col, axis=1),
+      lengths=state.lengths + live.astype(jnp.int32),
+      done=state.done | (live & jnp.isin(tok_R, jnp.asarray(stop_ids, jnp.int32))))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "k", "max_new_tokens", "sampling", "stop_ids",
+                                              "pad_id", "mesh", "share_prefix"))
+def _sample_jit(params: Any, prompt_tokens: Array, prompt_mask: Array, keys_B: Array, *,
+                cfg: ModelConfig, k: int, max_new_tokens: int, sampling: Sampling,
+                stop_ids: tuple[int, ...], pad_id: int, mesh: Mesh | None,
+                share_prefix: bool) -> SampleOutput:
+  """prompt_tokens, prompt_mask: [B, T] left-padded; keys_B: [B] typed keys."""
+  model = transformer.Transformer(cfg)
+  b, t = prompt_tokens.shape
+  r, n = b * k, max_new_tokens
+  max_len = t + n
+  if share_prefix:
+    cache = transformer.init_cache(cfg, b, max_len)
+    logits, cache = model.apply({"params": params}, prompt_tokens, pad_mask=prompt_mask, cache=cache)
+    cache = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), cache)
+    last_logits = jnp.repeat(logits[:, -1], k, axis=0)                  # [R, V]
+  else:  # the baseline: every sample prefills its own copy of the prompt
+    tokens_R = _rows(jnp.repeat(prompt_tokens, k, axis=0), mesh)
+    mask_R = _rows(jnp.repeat(prompt_mask, k, axis=0), mesh)
+    cache = jax.tree.map(lambda x: _rows(x, mesh), transformer.init_cache(cfg, r, max_len))
+    logits, cache = model.apply({"params": params}, tokens_R, pad_mask=mask_R, cache=cache)
+    last_logits = logits[:, -1]
+  cache = jax.tree.map(lambda x: _rows(x, mesh), cache)
+  last_logits = _rows(last_logits, mesh)
+
+  keys_R = jax.vmap(lambda key: jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(k)))(keys_B)
+  keys_R = _rows(keys_R.reshape(r), mesh)
+
+  state = DecodeState(
+      step=jnp.zeros((), jnp.int32), cache=cache, last=jnp.full((r,), pad_id, jnp.int32),
+      tokens=_rows(jnp.full((r, n), pad_id, jnp.int32), mesh),
+      logprobs=_rows(jnp.zeros((r, n), jnp.float32), mesh),
+      lengths=jnp.zeros((r,), jnp.int32), done=jnp.zeros((r,), bool))
+  state = _write(state, *_pick(sampling, keys_R, last_logits, state.step), stop_ids, pad_id)
+
+  def cond(s: DecodeState) -> Array:
+    return (s.step < n) & ~jnp.all(s.done)
+
+  def body(s: DecodeState) -> DecodeState:
+    logits, cache = model.apply({"params": params}, s.last[:, None], cache=s.cache)
+    s = s.replace(cache=jax.tree.map(lambda x: _rows(x, mesh), cache))
+    return _write(s, *_pick(sampling, keys_R, logits[:, 0], s.step), stop_ids, pad_id)
+
+  state = jax.lax.while_loop(cond, body, state)
+  return SampleOutput(tokens=state.tokens.reshape(b, k, n), lengths=state.lengths.reshape(b, k),
+                      logprobs=state.logprobs.reshape(b, k, n), done=state.done.reshape(b, k))
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API.
+
+
+def _prepare(cfg: ModelConfig, params: Any, prompt_tokens: Any, prompt_mask: Any, rng: Any, *,
+             k: int, max_new_tokens: int, sampling: Sampling, stop_ids: Sequence[int], pad_id: int,
+             mesh: Mesh | None, buckets: Sequence[int] | None, share_prefix: bool
+             ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+  """Checks and pads the inputs; returns (dynamic args, static kwargs) of `_sample_jit`."""
+  tokens, mask = np.asarray(prompt_tokens), np.asarray(prompt_mask).astype(bool)
+  _check_prompts(tokens, mask)
+  if not isinstance(k, (int, np.integer)) or k < 1:
+    raise ValueError(f"k={k!r}: must be a positive int")
+  if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+    raise ValueError(f"max_new_tokens={max_new_tokens!r}: must be a positive int")
+  if not isinstance(sampling, (Greedy, Temperature)):
+    raise TypeError(f"sampling={sampling!r}: expected Greedy() or Temperature(...)")
+  stop_ids = tuple(int(s) for s in stop_ids)
+  for s in stop_ids + (pad_id,):
+    if not 0 <= s < cfg.vocab_size:
+      raise ValueError(f"stop/pad id {s} is outside the vocabulary [0, {cfg.vocab_size})")
+  length = bucket_length(int(mask.sum(axis=1).max()), buckets)
+  if length + max_new_tokens > cfg.max_len:
+    raise ValueError(f"prompt bucket {length} + max_new_tokens {max_new_tokens} exceeds "
+                     f"ModelConfig.max_len={cfg.max_len}")
+  tokens, mask = pad_prompts(tokens, mask, length, pad_id)
+  keys = prompt_keys(rng, tokens.shape[0])
+  if mesh is not None:
+    mesh_lib.check_batch(tokens.shape[0] * k, mesh, key="B*k (prompts x samples)")
+    params = shard_params(cfg, params, mesh)
+    tokens, mask, keys = jax.device_put((tokens, mask, keys), mesh_lib.replicated(mesh))
+  static = dict(cfg=cfg, k=int(k), max_new_tokens=int(max_new_tokens), sampling=sampling,
+                stop_ids=stop_ids, pad_id=int(pad_id), mesh=mesh, share_prefix=bool(share_prefix))
+  return (params, tokens, mask, keys), static
+
+
+def sample(cfg: ModelConfig, params: Any, prompt_tokens: Any, prompt_mask: Any, rng: Any, *,
+           k: int, max_new_tokens: int, sampling: Sampling = Greedy(),
+           stop_ids: Sequence[int] = (), pad_id: int = 0, mesh: Mesh | None = None,
+           buckets: Sequence[int] | None = None, share_prefix: bool = True) -> SampleOutput:
+  """Draws k completions for each of B left-padded prompts (see the module docstring).
+
+  prompt_tokens: [B, T] int32, left-padded; prompt_mask: [B, T] bool, True on real tokens.
+  rng: one PRNG key or [B] keys (one per prompt). sampling: Greedy() or Temperature(t, filters).
+  stop_ids: tokens that end a row (e.g. (eos_id, end_of_turn_id)); () decodes the full budget.
+  pad_id: written after a row's stop token (and used to pad prompts to their bucket).
+  mesh: rows B*k are split over its data axes (B*k must divide), params by the logical rules,
+    and the model's activation annotations apply (`mesh.activation_sharding`).
+  buckets: prompt-length buckets (default: powers of two >= 16).
+  share_prefix: False prefills the prompt k times (the usual JAX sampler; for benchmarks).
+  Returns SampleOutput with tokens/logprobs [B, k, max_new_tokens], lengths/done [B, k].
+  """
+  args, static = _prepare(cfg, params, prompt_tokens, prompt_mask, rng, k=k,
+                          max_new_tokens=max_new_tokens, sampling=sampling, stop_ids=stop_ids,
+                          pad_id=pad_id, mesh=mesh, buckets=buckets, share_prefix=share_prefix)
+  with _activation_sharding(mesh):
+    return _sample_jit(*args, **static)
+
+
+def _activation_sharding(mesh: Mesh | None):
+  """The model's activation annotations take effect under a mesh (traced inside this context)."""
+  return contextlib.nullcontext() if mesh is None else mesh_lib.activation_sharding(mesh)
+
+
+def compile_sample(cfg: ModelConfig, params: Any, prompt_tokens: Any, prompt_mask: Any, rng: Any,
+                   **kwargs: Any) -> tuple[Callable[[], SampleOutput], jax.stages.Compiled]:
+  """Ahead-of-time compiles `sample` for these inputs (same keyword arguments).
+
+  Returns (run, compiled): run() executes it on these inputs (benchmarks time it without the
+  compile); compiled.memory_analysis() / cost_analysis() describe the executable.
+  """
+  defaults = dict(sampling=Greedy(), stop_ids=(), pad_id=0, mesh=None, buckets=None, share_prefix=True)
+  args, static = _prepare(cfg, params, prompt_tokens, prompt_mask, rng, **{**defaults, **kwargs})
+  with _activation_sharding(static["mesh"]):
+    compiled = _sample_jit.lower(*args, **static).compile()
+  return (lambda: compiled(*args)), compiled
+
+
+def completion_batch(prompt_tokens: Any, prompt_mask: Any, out: SampleOutput) -> dict[str, Array]:
+  """Prompt + completion rows for the trainer's log-prob recomputation (and RFT's SFT batch).
+
+  prompt_tokens, prompt_mask: the [B, T] left-padded prompts given to `sample`.
+  Returns {'tokens', 'pad_mask', 'loss_mask'}: [B*k, T+N]; row b*k + j is sample j of prompt b;
+  loss_mask is True on the completion tokens (stop token included). Then
+      sft.token_logprobs(model, params, tokens, pad_mask, temperature)[:, T-1:]
+  equals out.logprobs.reshape(B*k, N) wherever loss_mask[:, T:] is True.
+  """
+  b, k, n = out.tokens.shape
+  prompt_tokens = jnp.repeat(jnp.asarray(prompt_tokens, jnp.int32), k, axis=0)
+  prompt_mask = jnp.repeat(jnp.asarray(prompt_mask, bool), k, axis=0)
+  comp = out.tokens.reshape(b * k, n)
+  comp_mask = jnp.arange(n)[None, :] < out.lengths.reshape(b * k, 1)
+  return {"tokens": jnp.concatenate([prompt_tokens, comp], axis=1),
+          "pad_mask": jnp.concatenate([prompt_mask, comp_mask], axis=1),
+          "loss_mask": jnp.concatenate([jnp.zeros_like(prompt_mask), comp_mask], axis=1)}
+
+
+def generate(texts: Sequence[str], *, cfg: ModelConfig, params: Any, tokenizer: Any, k: int = 1,
+             max_new_tokens: int = 256, sampling: Sampling = Greedy(), rng: Any = None,
+             chat: bool = False, stop_ids: Sequence[int] | None = None, mesh: Mesh | None = None,
+             buckets: Sequence[int] | None = None) -> list[list[str]]:
+  """k completions (decoded text, stop token dropped) for each prompt string.
+
+  texts: prompt strings already in the chat format (with the generation prompt); with chat=True
+  each text is a user message wrapped by `tokenizer.chat_prompt`.
+  rng: PRNG key (None: jax.random.key(0), so repeated calls give the same samples).
+  stop_ids: default the tokenizer's EOS and end-of-turn ids.
+  """
+  if isinstance(texts, str):
+    raise TypeError("generate(texts=...) takes a list of prompt strings, got one str")
+  if chat:
+    from spct_jax.data.example import user
+    texts = [tokenizer.chat_prompt([user(t)], add_generation_prompt=True) for t in texts]
+  if stop_ids is None:
+    stop_ids = (tokenizer.eos_id, *tokenizer.end_of_turn_ids)
+  seqs = [tokenizer.encode(t, add_bos=True) for t in texts]
+  tokens, mask = left_pad(seqs, tokenizer.pad_id)
+  rng = jax.random.key(0) if rng is None else rng
+  out = sample(cfg, params, tokens, mask, rng, k=k, max_new_tokens=max_new_tokens,
+               sampling=sampling, stop_ids=stop_ids, pad_id=tokenizer.pad_id, mesh=mesh,
+               buckets=buckets)
+  toks, lengths, done = jax.device_get((out.tokens, out.lengths, out.done))
+  return [[tokenizer.decode(toks[i, j, :lengths[i, j] - int(done[i, j])].tolist()) for j in range(k)]
+          for i in range(len(texts))]

@@ -1,0 +1,63 @@
+"""The benchmark CLI: `--help`, a smoke run of `sampler` on the tiny preset (no timing
+assertions), and the work counts behind the machine bound."""
+import importlib.util
+import math
+
+import jax
+import pytest
+
+from spct_jax import bench
+from spct_jax.model import config, transformer
+
+SMOKE = ["sampler", "--presets=tiny", "--batch=1", "--k=2", "--prompt_len=8", "--new_tokens=4",
+         "--prefill_ks=1,2", "--repeats=1", "--prefill_repeats=1", "--bandwidth_mib=8", "--matmul_n=128"]
+
+
+def test_help_lists_the_subcommands(capsys):
+  with pytest.raises(SystemExit) as e:
+    bench.main(["--help"])
+  assert e.value.code == 0
+  assert "sampler" in capsys.readouterr().out
+  with pytest.raises(SystemExit) as e:
+    bench.main(["sampler", "--help"])
+  assert e.value.code == 0
+  out = capsys.readouterr().out
+  for flag in ("--presets", "--batch", "--k", "--prompt_len", "--new_tokens", "--prefill_ks", "--no_hf"):
+    assert flag in out
+
+
+def test_sampler_smoke_run_prints_the_tables(capsys):
+  has_hf = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
+  result = bench.main(SMOKE + ([] if has_hf else ["--no_hf"]))
+  out = capsys.readouterr().out
+  lines = out.splitlines()
+  header = next(l for l in lines if l.split()[:1] == ["preset"] and "a/d" in l)
+  assert header.split() == list(bench.SAMPLER_COLUMNS)
+  row = lines[lines.index(header) + 2].split()
+  assert len(row) == len(bench.SAMPLER_COLUMNS) and row[0] == "tiny"
+  ratios = dict(zip(bench.SAMPLER_COLUMNS, row))
+  for col in ("a/b", "a/d") + (("a/c",) if has_hf else ()):
+    assert float(ratios[col]) > 0, col
+  assert ratios["a/c"] == ("n/a" if not has_hf else ratios["a/c"])
+  prefill = [l.split() for l in lines if l.split()[:1] == ["tiny"] and len(l.split()) == len(bench.PREFILL_COLUMNS)]
+  assert [int(r[3]) for r in prefill] == [1, 2]
+  assert "KV cache, largest case (tiny, B*k=2 rows x 12 slots)" in out
+  assert result["kv_cache_bytes"] == bench.kv_cache_bytes(config.get_config("tiny"), 2, 12)
+  assert result["bandwidth"] > 0 and result["matmul_flops"] > 0
+
+
+def test_work_counts():
+  cfg = config.get_config("tiny")
+  norms = (4 * cfg.n_layers + 1) * cfg.d_model  # Gemma-2: four norms per layer and a final one
+  # every weight but the norms is used in a matmul once per token (tied embeddings: as the output)
+  assert bench.matmul_params_per_token(cfg) == transformer.param_count(cfg) - norms
+  kv = 2 * cfg.n_layers * 2 * 3 * cfg.n_kv_heads * cfg.head_dim * 4   # K,V of 2 rows x 3 slots, f32
+  assert bench.kv_cache_bytes(cfg, 2, 3) == kv + 2 * 4 * 2 + 2 * 3 * 4   # + index, next_pos, pos
+  # prefill only (new_tokens=1) on a compute-bound machine: FLOPs / peak
+  w = bench.sampler_work(cfg, batch=1, k=4, prompt_len=2, new_tokens=1, bandwidth=math.inf, flops_per_s=1.0)
+  body = bench.matmul_params_per_token(cfg) - cfg.d_model * cfg.vocab_size
+  pairs = 1 + 2  # causal: the 2 prompt tokens see 1 and 2 keys (window 16 does not bind)
+  want = 2 * body * 2 + 2 * cfg.d_model * cfg.vocab_size + 4 * cfg.n_heads * cfg.head_dim * pairs * cfg.n_layers
+  assert w.flops == want and w.seconds == want
+  # the sliding window bounds the keys of the local layers: 40 keys -> 16 on layer 0, 40 on layer 1
+  assert bench._context(cfg, 40) == [16, 40]
