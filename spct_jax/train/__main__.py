@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "stage config file (configs/*.py)")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "where stages write checkpoints, metrics and exports")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "load the configs and print the stages that would run, then exit")
 
 
 def main(argv):
@@ -25,6 +26,11 @@ def main(argv):
   from spct_jax.train import loop, stages
   path = config_flags.get_config_filename(flags.FLAGS["config"])
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
+  if _DRY_RUN.value:
+    for stage_cfg, done in stages.plan_chain(_CONFIG.value, path, _WORKDIR.value, overrides):
+      print(f"[dry run] {stage_cfg.stage:<8s} init={stage_cfg.init:<16s} model={stage_cfg.model.preset:<10s} "
+            f"steps={stage_cfg.train.steps:<5d} {'(done: skipped)' if done else '(would run)'}")
+    return
   try:
     stages.run_chain(_CONFIG.value, path, _WORKDIR.value, overrides)
   except loop.Preempted as e:

@@ -100,6 +100,19 @@ def initial_params(cfg: ConfigDict, workdir: str) -> tuple[model_config.ModelCon
   raise ValueError(f"config init={init!r}: expected scratch, hf:<folder>, export:<folder> or stage:<name>")
 
 
+def plan_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict | None = None
+               ) -> list[tuple[ConfigDict, bool]]:
+  """The stages `run_chain` would visit, upstream first, as (config as run, already done)."""
+  overrides = overrides or {}
+  chain = []
+  if cfg.init.startswith("stage:"):
+    upstream = cfg.init.split(":", 1)[1]
+    if not is_done(workdir, upstream):
+      up_path = os.path.join(os.path.dirname(os.path.abspath(config_path)), f"{upstream}.py")
+      chain += plan_chain(apply_overrides(load_config(up_path), overrides), up_path, workdir, overrides)
+  return chain + [(shrink(cfg) if cfg.smoke else cfg, is_done(workdir, cfg.stage))]
+
+
 def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict | None = None,
               stage_fns: dict[str, Callable] | None = None) -> dict:
   """Runs the stage of `cfg`, after the stages it starts from (recursively) when they are missing."""
