@@ -23,7 +23,8 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax and absl are chatty at INFO; -v 0 restores it
-  from spct_jax.train import loop, stages
+  from spct_jax.train import loop, mesh, stages
+  mesh.maybe_initialize_distributed()  # several hosts (TPU pod slices, SLURM): one process each
   path = config_flags.get_config_filename(flags.FLAGS["config"])
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
   if _DRY_RUN.value:
