@@ -110,7 +110,7 @@ def run(cfg, workdir: str) -> dict:
                                          mesh, BATCH_KEYS)
   _, step_later = warmup.setup_training(cfg, mcfg, params, loss_fn(model, on_policy=False, **common),
                                         mesh, BATCH_KEYS) if g.mu > 1 else (None, None)
-  ref_params = jax.device_put(params, jax.tree.map(lambda x: x.sharding, st.params))
+  ref_params = jax.tree.map(lambda x: x.copy(), st.params)  # frozen, sharded like the policy
   ref_logprobs = jax.jit(functools.partial(sft.token_logprobs, model, temperature=temperature))
   items = synthetic.generate(g.n_items, seed=cfg.seed + TRAIN_SEED_OFFSET, difficulty=cfg.data.difficulty,
                              n_responses=tuple(cfg.data.n_responses))

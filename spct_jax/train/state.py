@@ -68,7 +68,11 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
 
 
 def create(params: Any, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
-  """A fresh state at step 0. Params are cast to float32 master weights."""
+  """A fresh state at step 0. Params are cast to float32 master weights.
+
+  The state owns these buffers (a float32 input is not copied) and the jitted steps donate them:
+  keep a `.copy()` of anything you still need, such as a frozen reference policy.
+  """
   params = jax.tree.map(lambda p: p.astype(jnp.float32), params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
 

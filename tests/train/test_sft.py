@@ -9,6 +9,7 @@ from spct_jax.model import transformer
 from spct_jax.train import mesh as mesh_lib
 from spct_jax.train import sft
 from spct_jax.train import state as state_lib
+from tests_util import assert_params_close
 from spct_jax.train import step as step_lib
 
 CFG = model_config.get_config("tiny", vocab_size=64, n_layers=2, d_model=32, mlp_dim=64, head_dim=8)
@@ -88,7 +89,6 @@ def test_sft_step_on_8_device_meshes_equals_one_device():
   for shape in ((1, 4, 2), (2, 4, 1)):
     params, m = _run(shape)
     np.testing.assert_allclose(m["loss"], ref_m["loss"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(ref_params), jax.tree.leaves(params)):
-      # relative to the tensor's scale: Adam's first steps move near-zero-gradient entries by
-      # +-lr whatever the sign noise, so elementwise ratios of tiny entries are meaningless.
-      assert np.abs(b - a).max() <= 1e-5 * np.abs(a).max()
+    # relative to the whole parameter vector: Adam's first steps move near-zero-gradient
+    # entries by +-lr whatever the rounding, so elementwise ratios of tiny entries mean nothing.
+    assert_params_close(ref_params, params)
