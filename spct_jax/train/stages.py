@@ -113,6 +113,25 @@ def plan_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict 
   return chain + [(shrink(cfg) if cfg.smoke else cfg, is_done(workdir, cfg.stage))]
 
 
+def stage_table(workdir: str, names=("warmup", "rft", "grpo")) -> str:
+  """Held-out accuracy of every finished stage in `workdir`, as a Markdown table."""
+  lines = ["| stage | steps | wall (s) | valid format | accuracy greedy | accuracy voting@k |",
+           "|---|---|---|---|---|---|"]
+  for name in names:
+    path = os.path.join(stage_dir(workdir, name), "summary.json")
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      s = json.load(f)
+    voting = {k: v for k, v in s.items() if k.startswith("val_voting@") and k.endswith("_accuracy")}
+    vk, vv = next(iter(voting.items()), ("", None))
+    k = vk[len("val_voting@"):-len("_accuracy")] if vk else "?"
+    fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"
+    lines.append(f"| {name} | {s.get('steps')} | {s.get('wall_seconds', 0):.0f} | {fmt(s.get('val_valid_rate'))} | "
+                 f"{fmt(s.get('val_accuracy'))} | {fmt(vv)} (k={k}) |")
+  return "\n".join(lines)
+
+
 def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict | None = None,
               stage_fns: dict[str, Callable] | None = None) -> dict:
   """Runs the stage of `cfg`, after the stages it starts from (recursively) when they are missing."""
@@ -144,4 +163,5 @@ def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict |
   summary = stage_fns[cfg.stage](cfg, workdir)
   with open(os.path.join(stage_dir(workdir, cfg.stage), "summary.json"), "w") as f:
     json.dump(summary, f, indent=2, sort_keys=True)
+  print(f"\nHeld-out accuracy by stage ({workdir}):\n{stage_table(workdir)}\n", flush=True)
   return summary
