@@ -6,7 +6,10 @@ It stands in for the paper's pretrained starting point on the embedded default.
 
 Run:   python -m spct_jax.train --config=configs/warmup.py --workdir=runs/default
 Smoke: python -m spct_jax.train --config=configs/warmup.py --config.smoke=True --workdir=/tmp/smoke
-Cost and result on a 2-core CPU: see README.md (measured with this exact config).
+Cost and result on a 2-core CPU (measured, load average ~3 from other jobs): 150 steps of this
+config with data.max_len=320 took 21 min and reached 39.1% greedy / 25.0% voting@8 held-out
+accuracy (chance 36.1%) with 84% well-formed critiques: the format is learned, the judging not
+yet. The full 600 steps were not run; README.md has the table and commands.
 """
 from ml_collections import ConfigDict
 
