@@ -34,7 +34,9 @@ def get_config() -> ConfigDict:
 
   c.data = ConfigDict()
   c.data.source = "synthetic"   # synthetic | <path of a JSONL/Parquet/RewardBench/PPE file>
-  c.data.format = ""            # for files: jsonl | rewardbench | ppe_human | ppe_correctness
+  c.data.format = ""            # for files: "" (auto) | grm | rewardbench | ppe_human | ppe_correctness
+  c.data.val_source = ""        # held-out items: "" = synthetic (another seed) | a file like data.source
+  c.data.skip_invalid = False   # skip (and count) bad records instead of stopping at the first
   c.data.n_train = 4096         # synthetic items for training
   c.data.n_val = 256            # held-out synthetic items (another seed) for validation
   c.data.error_rate = 0.0       # teacher's rate of wrong (but well-formed) judgements

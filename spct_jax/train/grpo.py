@@ -23,7 +23,6 @@ import numpy as np
 
 from spct_jax import judge as judge_lib
 from spct_jax import sampling as sampling_lib
-from spct_jax.data import synthetic
 from spct_jax.grm import prompts
 from spct_jax.grm import scores as scores_lib
 from spct_jax.model import config as model_config
@@ -112,8 +111,7 @@ def run(cfg, workdir: str) -> dict:
                                         mesh, BATCH_KEYS) if g.mu > 1 else (None, None)
   ref_params = jax.tree.map(lambda x: x.copy(), st.params)  # frozen, sharded like the policy
   ref_logprobs = jax.jit(functools.partial(sft.token_logprobs, model, temperature=temperature))
-  items = synthetic.generate(g.n_items, seed=cfg.seed + TRAIN_SEED_OFFSET, difficulty=cfg.data.difficulty,
-                             n_responses=tuple(cfg.data.n_responses))
+  items = warmup.items(cfg, g.n_items, cfg.seed + TRAIN_SEED_OFFSET)
   sampler = sampling_lib.Temperature(temperature)
 
   def get_batch(step: int, state) -> tuple[dict, dict]:

@@ -126,8 +126,7 @@ def run(cfg, workdir: str) -> dict:
         ex = GRMExample(tuple(Turn(*t) for t in d["context"]), tuple(d["responses"]), d["label"], d["family"], d["id"])
         kept.append((ex, d["critique"], d["hinted"]))
   else:
-    items = synthetic.generate(r.n_items, seed=cfg.seed + TRAIN_SEED_OFFSET, difficulty=cfg.data.difficulty,
-                               n_responses=tuple(cfg.data.n_responses))
+    items = warmup.items(cfg, r.n_items, cfg.seed + TRAIN_SEED_OFFSET)
     t0 = time.perf_counter()
     kept, stats = collect(
         items, n_samples=r.n_samples, hinted=r.hinted, max_hinted_share=r.max_hinted_share,

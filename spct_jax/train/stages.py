@@ -100,6 +100,13 @@ def initial_params(cfg: ConfigDict, workdir: str) -> tuple[model_config.ModelCon
   raise ValueError(f"config init={init!r}: expected scratch, hf:<folder>, export:<folder> or stage:<name>")
 
 
+def upstream_config_path(cfg: ConfigDict, config_path: str) -> str:
+  """The config file of the stage `cfg.init = "stage:<name>"` starts from: `cfg.upstream_config`
+  when set, else `<name>.py`, beside `config_path`."""
+  name = cfg.get("upstream_config", "") or f"{cfg.init.split(':', 1)[1]}.py"
+  return os.path.join(os.path.dirname(os.path.abspath(config_path)), name)
+
+
 def plan_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict | None = None
                ) -> list[tuple[ConfigDict, bool]]:
   """The stages `run_chain` would visit, upstream first, as (config as run, already done)."""
@@ -108,7 +115,7 @@ def plan_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict 
   if cfg.init.startswith("stage:"):
     upstream = cfg.init.split(":", 1)[1]
     if not is_done(workdir, upstream):
-      up_path = os.path.join(os.path.dirname(os.path.abspath(config_path)), f"{upstream}.py")
+      up_path = upstream_config_path(cfg, config_path)
       chain += plan_chain(apply_overrides(load_config(up_path), overrides), up_path, workdir, overrides)
   return chain + [(shrink(cfg) if cfg.smoke else cfg, is_done(workdir, cfg.stage))]
 
@@ -147,7 +154,7 @@ def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict |
   if cfg.init.startswith("stage:"):
     upstream = cfg.init.split(":", 1)[1]
     if not is_done(workdir, upstream):
-      up_path = os.path.join(os.path.dirname(os.path.abspath(config_path)), f"{upstream}.py")
+      up_path = upstream_config_path(cfg, config_path)
       up_cfg = apply_overrides(load_config(up_path), overrides)
       print(f"[chain] {cfg.stage} starts from {upstream}, which is not in {workdir} yet: running {up_path}", flush=True)
       run_chain(up_cfg, up_path, workdir, overrides, stage_fns)

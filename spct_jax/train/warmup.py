@@ -15,7 +15,7 @@ import numpy as np
 
 from spct_jax import judge as judge_lib
 from spct_jax import sampling as sampling_lib
-from spct_jax.data import pipeline, synthetic
+from spct_jax.data import pipeline, sources, synthetic
 from spct_jax.evaluate import judgement_metrics
 from spct_jax.grm import prompts
 from spct_jax.model import config as model_config
@@ -33,7 +33,26 @@ VAL_SEED_OFFSET = 1_000_003  # held-out items come from a different generator se
 
 
 def load_tokenizer(cfg) -> Tokenizer:
-  return Tokenizer.load(cfg.tokenizer or None)
+  """cfg.tokenizer, else the HF folder's tokenizer.model when starting from HF weights, else the bundled one."""
+  path = cfg.tokenizer
+  if not path and cfg.init.startswith("hf:"):
+    candidate = os.path.join(cfg.init[3:], "tokenizer.model")
+    path = candidate if os.path.exists(candidate) else ""
+  return Tokenizer.load(path or None)
+
+
+def items(cfg, n: int, seed: int, split: str = "train") -> list:
+  """Training or held-out items: synthetic ones from `seed`, or the user's file (cfg.data.source,
+  any format `sources.load_examples` reads; the held-out split is cfg.data.val_source)."""
+  source = cfg.data.source if split == "train" else cfg.data.get("val_source", "") or "synthetic"
+  if source == "synthetic":
+    return synthetic.generate(n, seed=seed, difficulty=cfg.data.difficulty, n_responses=tuple(cfg.data.n_responses))
+  examples, stats = sources.load_examples(source, cfg.data.format or "auto", skip_invalid=cfg.data.get("skip_invalid", False))
+  print(f"[data] {source}: {stats.summary() if hasattr(stats, 'summary') else stats}", flush=True)
+  if not examples:
+    raise ValueError(f"config data.source={source!r}: no usable example")
+  order = np.random.default_rng(seed).permutation(len(examples))[:n]
+  return [examples[i] for i in order]
 
 
 def sft_rows(pairs, tok, *, max_len: int, variant: str, style: str) -> tuple[dict[str, np.ndarray], int]:
@@ -94,8 +113,11 @@ def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, st
 
 
 def validation_examples(cfg):
-  return synthetic.generate(cfg.eval.n, seed=cfg.seed + VAL_SEED_OFFSET, difficulty=cfg.data.difficulty,
-                            n_responses=(2, 3, 4))
+  """Held-out items (pairwise and multi-response when synthetic): the same for every stage."""
+  if (cfg.data.get("val_source", "") or "synthetic") == "synthetic":
+    return synthetic.generate(cfg.eval.n, seed=cfg.seed + VAL_SEED_OFFSET, difficulty=cfg.data.difficulty,
+                              n_responses=(2, 3, 4))
+  return items(cfg, cfg.eval.n, cfg.seed + VAL_SEED_OFFSET, split="val")
 
 
 def train_sft(cfg, mcfg, params, rows: dict, out_dir: str, tok, mesh, desc: str) -> tuple[Any, dict]:
