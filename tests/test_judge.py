@@ -2,10 +2,9 @@
 import itertools
 
 import jax
-import numpy as np
 import pytest
 
-from spct_jax import evaluate, judge, sampling
+from spct_jax import evaluate, judge
 from spct_jax.data import synthetic
 from spct_jax.data.example import GRMExample, user
 from spct_jax.grm import voting
