@@ -1,6 +1,7 @@
 """Benchmarks (CLI): `python -m spct_jax.bench <subcommand> [flags]`; `--help` lists them.
 
     python -m spct_jax.bench sampler                    # small and medium presets, B=4, k=16
+    python -m spct_jax.bench train                      # SFT step: tokens/s, MFU, vs PyTorch
     python -m spct_jax.bench sampler --presets=tiny --batch=1 --k=2 --prompt_len=8 \\
         --new_tokens=4 --prefill_ks=1,2 --bandwidth_mib=16 --matmul_n=256     # a smoke run
 
@@ -294,6 +295,117 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
           "matmul_flops": peak}
 
 
+# ---- the train step -----------------------------------------------------------------------------
+
+
+def train_step_flops(cfg: ModelConfig, batch: int, seq: int) -> float:
+  """Model FLOPs of one SFT step (forward + backward): 6 * matmul weights * tokens plus the
+  attention's score and value matmuls, 12 * layers * heads * head_dim * keys per token
+  (sliding windows applied; causal: on average half the keys)."""
+  tokens = batch * seq
+  keys = sum(_context(cfg, seq)) / 2
+  return 6.0 * matmul_params_per_token(cfg) * tokens + 12.0 * cfg.n_heads * cfg.head_dim * keys * tokens
+
+
+def _sft_batch(cfg: ModelConfig, batch: int, seq: int) -> dict[str, np.ndarray]:
+  r = np.random.default_rng(0)
+  tokens = r.integers(4, cfg.vocab_size, size=(batch, seq)).astype(np.int32)
+  mask = np.ones((batch, seq), bool)
+  loss = mask.copy()
+  loss[:, : seq // 2] = False  # the prompt half is masked, as in SFT on critiques
+  return {"tokens": tokens, "pad_mask": mask, "loss_mask": loss}
+
+
+def time_jax_train_step(cfg: ModelConfig, batch: int, seq: int, repeats: int) -> float:
+  """Seconds per SFT step (spct_jax.train.step.make_step with the SFT loss and AdamW), best of repeats."""
+  from spct_jax.train import sft, state as state_lib, step as step_lib
+  tx = state_lib.make_optimizer(state_lib.OptimConfig(lr=1e-4, total_steps=1000))
+  st = state_lib.create(transformer.init_params(cfg, jax.random.key(0)), tx, jax.random.key(1))
+  step = step_lib.make_step(sft.loss_fn(transformer.Transformer(cfg)), tx)
+  b = jax.tree.map(jnp.asarray, _sft_batch(cfg, batch, seq))
+  st, m = step(st, b)
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(max(1, repeats)):
+    t0 = time.perf_counter()
+    st, m = step(st, b)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  return min(times)
+
+
+def time_torch_train_step(cfg: ModelConfig, batch: int, seq: int, repeats: int, threads: int) -> float | None:
+  """Seconds per step of transformers' LlamaForCausalLM with the same shapes (float32, AdamW,
+  masked cross-entropy), best of repeats; None without torch/transformers."""
+  try:
+    import torch
+    import transformers
+  except ImportError:
+    return None
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  hf_cfg = transformers.LlamaConfig(
+      vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.mlp_dim,
+      num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+      head_dim=cfg.head_dim, tie_word_embeddings=cfg.tie_embeddings, max_position_embeddings=max(seq, 128),
+      attn_implementation="sdpa")
+  model = transformers.LlamaForCausalLM(hf_cfg)
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+  data = _sft_batch(cfg, batch, seq)
+  ids = torch.from_numpy(data["tokens"].astype(np.int64))
+  labels = ids.clone()
+  labels[torch.from_numpy(~data["loss_mask"])] = -100
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    out = model(input_ids=ids, labels=labels)
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+  step()
+  times = []
+  for _ in range(max(1, repeats)):
+    t0 = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t0)
+  return min(times)
+
+
+TRAIN_COLUMNS = ("preset", "arch", "params", "B", "T", "jax tok/s", "MFU", "torch tok/s", "jax/torch")
+
+
+def bench_train(args: argparse.Namespace) -> dict[str, Any]:
+  """Runs the `train` benchmark, prints its table; returns the numbers."""
+  threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  load = os.getloadavg() if hasattr(os, "getloadavg") else None
+  print(f"devices: {jax.devices()}; cores: {threads}; load average: {load}")
+  peak = measure_matmul_flops(args.matmul_n)
+  print(f"machine: matmul {peak / 1e9:.1f} GFLOP/s (float32 {args.matmul_n}^3)")
+  rows = []
+  for preset in args.presets:
+    base = config_lib.get_config(preset)
+    variants = [("preset", base)]
+    if not args.no_torch:  # the same shapes as a Llama, the architecture the PyTorch baseline runs
+      variants.append(("llama", config_lib.replace(
+          base, model_type="llama", sliding_window=None, query_pre_attn_scalar=None, attn_softcap=None,
+          final_softcap=None)))
+    for arch, cfg in variants:
+      s = time_jax_train_step(cfg, args.batch, args.seq_len, args.repeats)
+      tok_s = args.batch * args.seq_len / s
+      mfu = train_step_flops(cfg, args.batch, args.seq_len) / s / peak
+      t = None if arch != "llama" else time_torch_train_step(cfg, args.batch, args.seq_len, args.repeats, threads)
+      torch_tok_s = None if t is None else args.batch * args.seq_len / t
+      rows.append((preset, f"{cfg.model_type}", f"{transformer.param_count(cfg) / 1e6:.1f}M", args.batch,
+                   args.seq_len, tok_s, mfu, torch_tok_s, _ratio(tok_s, torch_tok_s)))
+      print(f"[{preset}/{arch}] jax {s:.3f}s/step" + ("" if t is None else f"; torch {t:.3f}s/step"), flush=True)
+  print()
+  print(f"SFT step (forward, backward, AdamW), tokens/s = B*T / step time, best of {args.repeats}; "
+        "MFU = model FLOPs per step / step time / measured matmul FLOP/s")
+  print(format_table(TRAIN_COLUMNS, rows))
+  return {"train": rows, "matmul_flops": peak}
+
+
 def _ints(text: str) -> list[int]:
   return [int(v) for v in text.split(",") if v]
 
@@ -317,6 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--bandwidth_mib", type=int, default=256, help="array size of the bandwidth measurement")
   s.add_argument("--matmul_n", type=int, default=1024, help="matrix size of the FLOP/s measurement")
   s.set_defaults(func=bench_sampler)
+  t = sub.add_parser("train", help="SFT-step tokens/s and MFU, and the same step in PyTorch (transformers)")
+  t.add_argument("--presets", type=lambda v: [p for p in v.split(",") if p], default=["small", "medium"],
+                 help="model presets, comma-separated (default: small,medium)")
+  t.add_argument("--batch", type=int, default=8, help="B, sequences per step")
+  t.add_argument("--seq_len", type=int, default=256, help="T, tokens per sequence")
+  t.add_argument("--repeats", type=int, default=3, help="timed steps (best is kept)")
+  t.add_argument("--no_torch", action="store_true", help="skip the PyTorch baseline and the Llama-shaped variant")
+  t.add_argument("--matmul_n", type=int, default=1024, help="matrix size of the FLOP/s measurement")
+  t.set_defaults(func=bench_train)
   return parser
 
 

@@ -61,3 +61,24 @@ def test_work_counts():
   assert w.flops == want and w.seconds == want
   # the sliding window bounds the keys of the local layers: 40 keys -> 16 on layer 0, 40 on layer 1
   assert bench._context(cfg, 40) == [16, 40]
+
+
+def test_train_smoke_run_prints_the_table(capsys):
+  has_torch = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
+  result = bench.main(["train", "--presets=tiny", "--batch=2", "--seq_len=16", "--repeats=1", "--matmul_n=128"]
+                      + ([] if has_torch else ["--no_torch"]))
+  out = capsys.readouterr().out
+  assert "MFU" in out and "jax/torch" in out
+  rows = result["train"]
+  assert [r[1] for r in rows] == (["gemma2", "llama"] if has_torch else ["gemma2"])
+  for r in rows:
+    assert r[5] > 0 and 0 < r[6] < 2  # tokens/s and MFU
+  if has_torch:
+    assert rows[1][7] > 0 and rows[1][8] > 0
+
+
+def test_train_step_flops_counts_matmuls_and_attention():
+  cfg = config.get_config("tiny")
+  b, t = 2, 8
+  attn = 12.0 * cfg.n_heads * cfg.head_dim * sum(min(t, cfg.sliding_window) for _ in cfg.local_layers) / 2 * b * t
+  assert bench.train_step_flops(cfg, b, t) == 6.0 * bench.matmul_params_per_token(cfg) * b * t + attn
