@@ -92,6 +92,14 @@ def attention_mask(q_slot: Array, q_pos: Array, k_slot: Array, k_pos: Array, k_v
   return mask
 
 
+def _scores(spec: str, q: Array, k: Array) -> Array:
+  """Attention logits in float32. XLA:CPU has no bf16 x bf16 -> f32 dot for every layout, so on
+  the CPU low-precision inputs are upcast first; elsewhere the matmul accumulates in f32 directly."""
+  if q.dtype != jnp.float32 and jax.default_backend() == "cpu":
+    q, k = q.astype(jnp.float32), k.astype(jnp.float32)
+  return jnp.einsum(spec, q, k, preferred_element_type=jnp.float32)
+
+
 class Attention(nn.Module):
   """Grouped-query self-attention with RoPE and an optional KV cache."""
   cfg: ModelConfig
@@ -103,7 +111,7 @@ class Attention(nn.Module):
                ) -> tuple[Array, dict[str, Array] | None]:
     """x: [B, T, D]; positions: [B, T] int32; mask: [B, T, S] bool (S = T, or cache length).
 
-    cache: {'k', 'v': [B, S, K, H]} or None; index: [B] int32 slot where x's first token goes.
+    cache: {'k': [B, K, H, S], 'v': [B, K, S, H]} or None; index: [B] int32 slot where x's first token goes.
     Returns (out [B, T, D], updated cache or None).
     """
     cfg = self.cfg
@@ -127,19 +135,30 @@ class Attention(nn.Module):
     kk = nn.with_logical_constraint(apply_rope(kk, positions, inv_freq), ("batch", "length", "kv_heads", "head_dim"))
     vv = nn.with_logical_constraint(vv, ("batch", "length", "kv_heads", "head_dim"))
 
+    # Keys as [B, K, H, S] and values as [B, K, S, H]: the layouts the score and value matmuls
+    # read without transposing the whole cache at every decode step.
+    kk = jnp.transpose(kk, (0, 2, 3, 1))
+    vv = jnp.transpose(vv, (0, 2, 1, 3))
     if cache is not None:
-      write = jax.vmap(lambda buf, new, i: jax.lax.dynamic_update_slice_in_dim(buf, new, i, axis=0))
-      cache = {"k": write(cache["k"], kk.astype(cache["k"].dtype), index),
-               "v": write(cache["v"], vv.astype(cache["v"].dtype), index)}
+      wk = jax.vmap(lambda buf, new, i: jax.lax.dynamic_update_slice_in_dim(buf, new, i, axis=2))
+      wv = jax.vmap(lambda buf, new, i: jax.lax.dynamic_update_slice_in_dim(buf, new, i, axis=1))
+      cache = {"k": wk(cache["k"], kk.astype(cache["k"].dtype), index),
+               "v": wv(cache["v"], vv.astype(cache["v"].dtype), index)}
       kk, vv = cache["k"].astype(dt), cache["v"].astype(dt)
 
     b, t = x.shape[:2]
     q = q.reshape(b, t, k, n // k, h)
-    logits = jnp.einsum("btkgh,bskh->bkgts", q, kk, preferred_element_type=jnp.float32)
+    if t == 1:  # decode: one query per row
+      logits = _scores("bkgh,bkhs->bkgs", q[:, 0], kk)[:, :, :, None, :]
+    else:
+      logits = _scores("btkgh,bkhs->bkgts", q, kk)
     logits = softcap(logits * cfg.query_scale, cfg.attn_softcap)
     logits = jnp.where(mask[:, None, None, :, :], logits, NEG_INF)
     probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, vv).reshape(b, t, n, h)
+    if t == 1:
+      out = jnp.einsum("bkgs,bksh->bkgh", probs[:, :, :, 0], vv).reshape(b, 1, n, h)
+    else:
+      out = jnp.einsum("bkgts,bksh->btkgh", probs, vv).reshape(b, t, n, h)
     return jnp.einsum("btnh,nhd->btd", out, wo.astype(dt)), cache
 
 

@@ -23,7 +23,7 @@ or shard all leaves along axis 0:
     index    [B] int32       next slot to write (equal in every row: rows advance in lockstep)
     next_pos [B] int32       position of the row's next real token (= real tokens so far)
     pos      [B, S] int32    position of the token in each slot; -1 = empty or padding (never attended)
-    layers_i {'k', 'v': [B, S, K, H]}
+    layers_i {'k': [B, K, H, S], 'v': [B, K, S, H]}   (the layouts decoding reads directly)
 Positions are derived from the padding: a real token's position is the number of real tokens
 before it in its row; pad slots are never attended. Slots past S are not checked inside jit (the
 caller keeps index + T <= S); outside jit an overflow raises.
@@ -188,19 +188,20 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = None) ->
   dtype: of the keys and values (None: cfg.dtype).
   """
   dtype = jnp.dtype(dtype or cfg.dtype)
-  kv = (batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+  k_shape = (batch, cfg.n_kv_heads, cfg.head_dim, max_len)
+  v_shape = (batch, cfg.n_kv_heads, max_len, cfg.head_dim)
   cache = {"index": jnp.zeros((batch,), jnp.int32),
            "next_pos": jnp.zeros((batch,), jnp.int32),
            "pos": jnp.full((batch, max_len), -1, jnp.int32)}
   for i in range(cfg.n_layers):
-    cache[f"layers_{i}"] = {"k": jnp.zeros(kv, dtype), "v": jnp.zeros(kv, dtype)}
+    cache[f"layers_{i}"] = {"k": jnp.zeros(k_shape, dtype), "v": jnp.zeros(v_shape, dtype)}
   return cache
 
 
 def cache_logical_axes(cfg: ModelConfig) -> dict[str, Any]:
   """Logical axis names of every cache leaf (same structure as `init_cache`)."""
-  kv = ("batch", "length", "kv_heads", "head_dim")
   names = {"index": ("batch",), "next_pos": ("batch",), "pos": ("batch", "length")}
   for i in range(cfg.n_layers):
-    names[f"layers_{i}"] = {"k": kv, "v": kv}
+    names[f"layers_{i}"] = {"k": ("batch", "kv_heads", "head_dim", "length"),
+                            "v": ("batch", "kv_heads", "length", "head_dim")}
   return names
