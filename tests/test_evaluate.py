@@ -493,3 +493,13 @@ def test_plot_curve_writes_a_png(tmp_path):
   empty = evaluate.Curve(ks=(), skipped=(8,), accuracy={"sum": ()}, ci={"sum": ()}, n_items=1, n_draws=1)
   with pytest.raises(ValueError, match="no k"):
     evaluate.plot_curve(empty, str(tmp_path / "x.png"))
+
+
+def test_roc_auc_against_hand_counts():
+  # positives 0.9, 0.4; negatives 0.4, 0.1: pairs (0.9>0.4), (0.9>0.1), (0.4=0.4 -> 1/2), (0.4>0.1)
+  assert evaluate.roc_auc([0.9, 0.4, 0.4, 0.1], [True, True, False, False]) == pytest.approx(3.5 / 4)
+  assert evaluate.roc_auc([1, 2, 3], [False, False, True]) == 1.0
+  assert evaluate.roc_auc([3, 2, 1], [False, False, True]) == 0.0
+  assert evaluate.roc_auc([1, 2], [True, True]) is None
+  with pytest.raises(ValueError, match="roc_auc"):
+    evaluate.roc_auc([1, 2], [True])

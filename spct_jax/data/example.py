@@ -24,13 +24,15 @@ class GRMExample:
 
   context:   the conversation, oldest first; the last turn is the user's query.
   responses: n >= 1 candidate replies to the last turn.
-  label:     best response index in [0, n) when n >= 2; a rating in 1..10 when n == 1.
+  label:     best response index in [0, n) when n >= 2; a rating in 1..10 when n == 1; None for
+             an unlabelled item (scoring a user's file: spct_jax.score); training and
+             evaluation need labels.
   family:    task family or source subset (e.g. "qa_ranking", "alpacaeval-easy").
   id:        a stable identifier (unique within a dataset).
   """
   context: tuple[Turn, ...]
   responses: tuple[str, ...]
-  label: int
+  label: int | None
   family: str = ""
   id: str = ""
 
@@ -46,6 +48,10 @@ class GRMExample:
     if not self.responses:
       raise ValueError(f"{where}: no responses")
     n = len(self.responses)
+    if self.label is None:
+      return
+    if isinstance(self.label, bool) or not isinstance(self.label, int):
+      raise ValueError(f"{where}: label={self.label!r} is not an integer")
     if n >= 2 and not 0 <= self.label < n:
       raise ValueError(f"{where}: label={self.label} is not a response index in [0, {n})")
     if n == 1 and not 1 <= self.label <= 10:
@@ -67,7 +73,7 @@ class GRMExample:
     perm = tuple(int(p) for p in perm)
     if sorted(perm) != list(range(self.n)):
       raise ValueError(f"GRMExample(id={self.id!r}): {perm} is not a permutation of range({self.n})")
-    label = perm.index(self.label) if self.n >= 2 else self.label
+    label = perm.index(self.label) if self.n >= 2 and self.label is not None else self.label
     return dataclasses.replace(self, responses=tuple(self.responses[p] for p in perm), label=label)
 
 

@@ -146,15 +146,53 @@ def batch_sft(pairs: Sequence[tuple[GRMExample, str]], tok, *, max_len: int,
   rows = [r for r in rows if r is not None]
   longest = max((len(t) for t, _ in rows), default=1)
   t_len = bucket_length(longest, buckets, max_len)
-  n = len(rows)
-  tokens = np.full((n, t_len), tok.pad_id, np.int32)
-  pad_mask = np.zeros((n, t_len), bool)
-  loss_mask = np.zeros((n, t_len), bool)
+  tokens, pad_mask = pad_right([t for t, _ in rows], tok.pad_id, t_len)
+  loss_mask = np.zeros_like(pad_mask)
   for i, (t, m) in enumerate(rows):
-    tokens[i, :len(t)] = t
-    pad_mask[i, :len(t)] = True
     loss_mask[i, :len(t)] = m
   return {"tokens": tokens, "pad_mask": pad_mask, "loss_mask": loss_mask}, stats
+
+
+def response_ids(example: GRMExample, i: int, tok, *, max_len: int,
+                 stats: LengthStats | None = None) -> list[int] | None:
+  """A scalar reward model's input for response i: the chat-formatted context, then the response
+  as the model's answer and tok.answer_end_id, BOS first. Ids of at most max_len tokens, or None.
+
+  Length policy as for the GRM prompt: the oldest context turns are dropped first (the query is
+  kept); the response is never cut; an item that still does not fit is counted in stats.too_long.
+  """
+  if not 0 <= i < example.n:
+    raise ValueError(f"response_ids: response {i} of GRMExample(id={example.id!r}) with n={example.n}")
+  answer = tok.encode(example.responses[i]) + [tok.answer_end_id]
+  context, dropped = list(example.context), 0
+  while True:
+    ids = tok.encode(tok.chat_prompt(context, add_generation_prompt=True), add_bos=True) + answer
+    if len(ids) <= max_len or len(context) == 1:
+      break
+    context.pop(0)
+    dropped += 1
+  if stats is not None:
+    if len(ids) > max_len:
+      stats.too_long += 1
+      stats.too_long_ids.append(example.id)
+    elif dropped:
+      stats.truncated += 1
+      stats.turns_dropped += dropped
+  return ids if len(ids) <= max_len else None
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int, length: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """Right-padded (tokens [N, T] int32, pad_mask [N, T] bool); T = length or the longest row."""
+  t_len = length if length is not None else max((len(r) for r in rows), default=1)
+  tokens = np.full((len(rows), t_len), pad_id, np.int32)
+  pad_mask = np.zeros((len(rows), t_len), bool)
+  for i, r in enumerate(rows):
+    if len(r) > t_len:
+      raise ValueError(f"pad_right: row {i} has {len(r)} tokens, more than length={t_len}")
+    tokens[i, :len(r)] = r
+    pad_mask[i, :len(r)] = True
+  return tokens, pad_mask
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ Formats (METHOD.md section 6):
                      items (`BestOfK`) for best-of-N evaluation.
   "grm":             our own JSONL: context (a string, or a list of {role, text|content}),
                      responses (list of strings), label, optional family and id (`save_jsonl`).
+                     The label may be left out only with require_label=False (a file to score).
   "auto":            told apart by the fields of the first record.
 A prompt is a string (one user turn) or a list of {role, content} messages, oldest first, whose
 last message is the user's query. Examples keep the file's response order (chosen first for
@@ -295,8 +296,8 @@ def _grm(record: dict, default_id: str, family: str | None):
                      reason="field 'responses' is not a list of strings")
     if not r.strip():
       raise _Invalid(f"field 'responses'[{i}] is empty", reason="field 'responses' has an empty response")
-  label = _field(record, "label")
-  if isinstance(label, bool) or not isinstance(label, int):
+  label = record.get("label")
+  if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
     raise _Invalid(f"field 'label' is {type(label).__name__}, expected an integer")
   ex_id = _optional_text(record, "id", default_id)
   return [_example(context=context, responses=tuple(responses), label=label,
@@ -316,13 +317,13 @@ def detect_format(record: Any, where: str) -> str:
     return "ppe_human"
   if "scores" in keys and "response_1" in keys:
     return "ppe_correctness"
-  if {"responses", "label"} <= keys:
+  if "responses" in keys and ("label" in keys or "context" in keys):
     return "grm"
   raise DataError(f"{where}: cannot tell the format from the fields {sorted(keys)}; pass one of "
                   f"{FORMATS[1:]}")
 
 
-def _load(path, format: str, skip_invalid: bool, family: str | None):
+def _load(path, format: str, skip_invalid: bool, family: str | None, require_label: bool = True):
   if format not in FORMATS:
     raise ValueError(f"load_examples: format={format!r}, expected one of {FORMATS}")
   path = os.fspath(path)
@@ -343,6 +344,8 @@ def _load(path, format: str, skip_invalid: bool, family: str | None):
         raise _Invalid(f"record is {type(record).__name__}, expected a JSON object",
                        reason="record is not an object")
       new, item = reader(record, f"{stem}-{line}", family)
+      if require_label and any(ex.label is None for ex in new):
+        raise _Invalid("field 'label' is missing")
       for ex in new:
         if ex.id in seen_ids:
           raise _Invalid(f"id {ex.id!r} repeats the one at {seen_ids[ex.id]}", reason="repeated id")
@@ -366,13 +369,15 @@ def _load(path, format: str, skip_invalid: bool, family: str | None):
 
 
 def load_examples(path: str | os.PathLike, format: str = "auto", skip_invalid: bool = False,
-                  *, family: str | None = None) -> tuple[list[GRMExample], LoadStats]:
+                  *, family: str | None = None, require_label: bool = True
+                  ) -> tuple[list[GRMExample], LoadStats]:
   """GRMExamples from a JSONL or Parquet file of `format` (FORMATS), and what was read/skipped.
 
   family: overrides every example's family (default: RewardBench's subset; the format name for
   PPE files; the record's family for "grm").
+  require_label: a "grm" record without a label is an error (False: label None, for scoring).
   """
-  examples, _, stats = _load(path, format, skip_invalid, family)
+  examples, _, stats = _load(path, format, skip_invalid, family, require_label)
   return examples, stats
 
 

@@ -25,7 +25,11 @@ each response; it never sees how the item was generated), so tests can verify th
 `teacher_critique` writes a trajectory in the GRM output format (grm.prompts.format_critique)
 for the example as presented (responses in the shown order): one "Specific Criteria:" line
 with 1-3 weighted criteria specific to the query, an "Analysis:" with one clause per response
-naming the decisive fact, and the checker's grades as scores. With probability `error_rate` the
+naming the decisive fact, and the checker's grades as scores. The criteria state the reference
+the responses are held to (the table's value, the count, the facts, the most experienced
+candidate), and each clause first quotes the response's own value, then compares it with that
+reference ("says Mira, not Kell"): every judgement is written out step by step, so a small model
+learns it as a chain of copies and comparisons rather than a lookup done in one token. With probability `error_rate` the
 judgement is wrong but well formed (two responses' analyses and scores swapped for n >= 2; a
 different rating for n == 1).
 """
@@ -146,7 +150,8 @@ def _gen_qa(rng, n: int, want_pass: bool, difficulty: int) -> _Item:
   return _assemble(rng, (user(query),), answer(truth), wrongs, n, want_pass)
 
 
-def _check_qa(ex: GRMExample) -> list[Verdict]:
+def _qa_truth(ex: GRMExample) -> tuple[str, str, str]:
+  """(entity, attribute, the table's value) of a qa_ranking item, parsed from its query."""
   q = ex.query
   m = re.fullmatch(r"Table: (.*?) ((?:What|Which) .*\?)", q)
   if not m:
@@ -159,28 +164,27 @@ def _check_qa(ex: GRMExample) -> list[Verdict]:
     qm = re.fullmatch(re.escape(pattern).replace(r"\{e\}", r"([A-Z][a-z]+)"), question)
     if qm:
       e = qm.group(1)
-      truth = table[e][attr]
-      break
-  else:
-    raise ValueError(f"check: GRMExample(id={ex.id!r}): unknown qa_ranking question {question!r}")
+      return e, attr, table[e][attr]
+  raise ValueError(f"check: GRMExample(id={ex.id!r}): unknown qa_ranking question {question!r}")
+
+
+def _check_qa(ex: GRMExample) -> list[Verdict]:
+  e, attr, truth = _qa_truth(ex)
   out = []
   for r in ex.responses:
     values = [w for w in _words(r) if w != e and (w in PLACES or w in COLORS)]
     if not values:
-      out.append(Verdict(GRADES["qa_ranking"]["no_answer"], f"gives no {attr}; the table says {truth}."))
+      out.append(Verdict(GRADES["qa_ranking"]["no_answer"], f"gives no {attr}."))
     elif values == [truth]:
       out.append(Verdict(PASS, f"says {truth}, as the table does."))
     else:
-      out.append(Verdict(GRADES["qa_ranking"]["wrong"], f"says {values[0]}; the table says {truth}."))
+      out.append(Verdict(GRADES["qa_ranking"]["wrong"], f"says {values[0]}, not {truth}."))
   return out
 
 
 def _criteria_qa(ex: GRMExample) -> str:
-  question = ex.query.rsplit(". ", 1)[-1]
-  m = re.search(r"(capital|river|flag) of ([A-Z][a-z]+)|through ([A-Z][a-z]+)", question)
-  attr = m.group(1) or "river"
-  e = m.group(2) or m.group(3)
-  return (f"Gives the {attr} of {e} exactly as the table lists it (weight 80%); "
+  e, attr, truth = _qa_truth(ex)
+  return (f"Gives the {attr} of {e}, which the table lists as {truth} (weight 80%); "
           f"answers directly (weight 20%).")
 
 
@@ -247,10 +251,11 @@ def _gen_dialogue(rng, n: int, want_pass: bool, difficulty: int) -> _Item:
   return _assemble(rng, tuple(turns), say(truth), wrongs, n, want_pass)
 
 
-def _check_dialogue(ex: GRMExample) -> list[Verdict]:
+def _dialogue_truth(ex: GRMExample) -> dict:
+  """What the last turn asks, from the text: {"kind": "count", "thing", "total", "op", "change",
+  "truth"} or {"kind": "recall", "whose", "what", "truth"}."""
   users = [t.text for t in ex.context if t.role == "user"]
   first, question = users[0], users[-1]
-  g = GRADES["dialogue"]
   if first.startswith("I have "):
     m = re.fullmatch(r"I have (\d+) \w+\.", first)
     total = int(m.group(1))
@@ -261,17 +266,10 @@ def _check_dialogue(ex: GRMExample) -> list[Verdict]:
     q = re.fullmatch(r"If I (give|buy) (\d+) (away|more), how many (\w+)s will I have\?", question)
     if not q:
       raise ValueError(f"check: GRMExample(id={ex.id!r}): unknown dialogue question {question!r}")
-    truth = total - int(q.group(2)) if q.group(1) == "give" else total + int(q.group(2))
-    out = []
-    for r in ex.responses:
-      nums = re.findall(r"\d+", r)
-      if not nums:
-        out.append(Verdict(g["no_answer"], f"gives no number; the user has {truth}."))
-      elif int(nums[0]) == truth:
-        out.append(Verdict(PASS, f"says {truth}, matching the earlier turns."))
-      else:
-        out.append(Verdict(g["wrong"], f"says {nums[0]}; the earlier turns give {truth}."))
-    return out
+    change = int(q.group(2))
+    truth = total - change if q.group(1) == "give" else total + change
+    return {"kind": "count", "thing": q.group(4), "total": total, "change": change,
+            "op": "minus" if q.group(1) == "give" else "plus", "truth": truth}
   m = re.fullmatch(r"Hi, I am ([A-Z][a-z]+)\. (?:I live in ([A-Z][a-z]+) and my friend ([A-Z][a-z]+) "
                    r"lives in ([A-Z][a-z]+)|My favourite color is (\w+) and my friend ([A-Z][a-z]+) "
                    r"likes (\w+))\.", first)
@@ -282,27 +280,41 @@ def _check_dialogue(ex: GRMExample) -> list[Verdict]:
   else:
     mine, friend, theirs, what = m.group(5), m.group(6), m.group(7), "color"
   asks_friend = friend in _words(question)
-  truth = theirs if asks_friend else mine
-  whose = f"{friend}'s" if asks_friend else "the user's"
+  return {"kind": "recall", "whose": f"{friend}'s" if asks_friend else "the user's", "what": what,
+          "truth": theirs if asks_friend else mine}
+
+
+def _check_dialogue(ex: GRMExample) -> list[Verdict]:
+  d = _dialogue_truth(ex)
+  g, truth = GRADES["dialogue"], d["truth"]
   out = []
   for r in ex.responses:
+    if d["kind"] == "count":
+      nums = re.findall(r"\d+", r)
+      if not nums:
+        out.append(Verdict(g["no_answer"], "gives no number."))
+      elif int(nums[0]) == truth:
+        out.append(Verdict(PASS, f"says {truth}, matching the earlier turns."))
+      else:
+        out.append(Verdict(g["wrong"], f"says {nums[0]}, not {truth}."))
+      continue
     values = [w for w in _words(r) if w in PLACES or w in COLORS]
     if not values:
-      out.append(Verdict(g["no_answer"], f"does not recall {whose} {what}, {truth}."))
+      out.append(Verdict(g["no_answer"], f"does not recall {d['whose']} {d['what']}."))
     elif values[0] == truth:
       out.append(Verdict(PASS, f"recalls {truth}, as said earlier."))
     else:
-      out.append(Verdict(g["wrong"], f"says {values[0]}; {whose} {what} is {truth}."))
+      out.append(Verdict(g["wrong"], f"says {values[0]}, not {truth}."))
   return out
 
 
 def _criteria_dialogue(ex: GRMExample) -> str:
-  if ex.context[0].text.startswith("I have "):
-    thing = re.search(r"many (\w+)s", ex.query).group(1)
-    return (f"Counts the {thing}s from the earlier turns correctly (weight 80%); "
-            f"gives one clear number (weight 20%).")
-  what = "town" if "live" in ex.query else "color"
-  return f"Recalls the {what} stated in the first turn (weight 80%); answers directly (weight 20%)."
+  d = _dialogue_truth(ex)
+  if d["kind"] == "count":
+    return (f"Counts the {d['thing']}s: {d['total']} {d['op']} {d['change']} is {d['truth']} "
+            f"(weight 80%); gives one clear number (weight 20%).")
+  return (f"Recalls {d['whose']} {d['what']}, {d['truth']}, from the first turn (weight 80%); "
+          f"answers directly (weight 20%).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,9 +377,9 @@ def _check_summary(ex: GRMExample) -> list[Verdict]:
       f = altered[0]
       src = keys[(f[0], f[1])]
       if f[2] != src[2]:
-        note = f"says {f[0]} {f[1]} {f[2]} {f[3]}s; the text says {src[2]}."
+        note = f"says {f[0]} {f[1]} {f[2]} {f[3]}s, not {src[2]}."
       else:
-        note = f"says {f[0]} {f[1]} {f[3]}s in {f[4]}; the text says {src[4]}."
+        note = f"says {f[0]} {f[1]} {f[3]}s in {f[4]}, not {src[4]}."
       out.append(Verdict(g["altered"], note))
     elif extra:
       out.append(Verdict(g["added"], f"adds that {_fact_text(extra[0])}, which the text never says."))
@@ -379,9 +391,9 @@ def _check_summary(ex: GRMExample) -> list[Verdict]:
 
 
 def _criteria_summary(ex: GRMExample) -> str:
-  k = len(re.findall(_FACT, ex.query))
-  return (f"Keeps all {k} key facts (weight 50%); adds no fact (weight 30%); "
-          f"keeps numbers and places exact (weight 20%).")
+  facts = re.findall(_FACT, ex.query)
+  return (f"Keeps all {len(facts)} key facts, {'; '.join(_fact_text(f) for f in facts)} (weight 50%); "
+          f"adds no fact (weight 30%); keeps numbers and places exact (weight 20%).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,18 +447,20 @@ def _check_bias(ex: GRMExample) -> list[Verdict]:
       grade = g["biased"] if picks and picks[0] == top else g["biased_weaker"]
       out.append(Verdict(grade, f"claims people from {group.group(1)} are {group.group(2)}, a group generalisation."))
     elif not picks:
-      out.append(Verdict(g["no_pick"], f"picks no one though {top} has the most years."))
+      out.append(Verdict(g["no_pick"], "picks no one."))
     elif picks[0] == top:
-      out.append(Verdict(PASS, f"picks {top}, who has the most years, {years[top]}."))
+      out.append(Verdict(PASS, f"picks {top}, the most experienced."))
     else:
-      out.append(Verdict(g["weaker"], f"picks {picks[0]} with {years[picks[0]]} years; {top} has {years[top]}."))
+      out.append(Verdict(g["weaker"], f"picks {picks[0]}, not {top}."))
   return out
 
 
 def _criteria_bias(ex: GRMExample) -> str:
   job = re.search(r"head (\w+)\?", ex.query).group(1)
-  return (f"Judges each candidate by years as a {job}, not by where they are from (weight 60%); "
-          f"picks the most experienced (weight 40%).")
+  years = {name: int(y) for name, y in re.findall(r"([A-Z][a-z]+) is from [A-Z][a-z]+ and has (\d+) years", ex.query)}
+  top = max(years, key=years.get)
+  return (f"Picks the most experienced {job}, {top} with {years[top]} years (weight 60%); "
+          f"never judges by where they are from (weight 40%).")
 
 
 # ---------------------------------------------------------------------------------------------

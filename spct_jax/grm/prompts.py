@@ -9,7 +9,9 @@
 Three variants of each: "principles" (the default: the GRM states its own criteria, then the
 analysis, then the scores), "no_principles" (the "GRM without principles" baseline: analysis and
 scores only) and "hinted" (principles, plus the line "The best response is: Response j" for
-hinted sampling in RFT; n >= 2 only).
+hinted sampling in RFT; n >= 2 only). A fourth, "meta", is the meta RM's input (METHOD.md
+section 5): META_INSTRUCTION, the context and the responses, no criteria and no output format;
+the sampled critique follows it as the answer being rated.
 
 `format_critique` is the one place the GRM's answer format is written:
     Specific Criteria: <principles>
@@ -30,7 +32,8 @@ import numpy as np
 
 from spct_jax.data.example import GRMExample, Turn
 
-VARIANTS = ("principles", "no_principles", "hinted")
+VARIANTS = ("principles", "no_principles", "hinted", "meta")
+META_INSTRUCTION = "Please score the responses."
 STYLES = ("paper", "compact")
 
 # The three labels of the GRM's answer. Shared by the prompt's format requirements, by
@@ -193,7 +196,8 @@ def render(example: GRMExample, variant: str = "principles", style: str = "paper
   """The text of the user message the GRM receives for `example` (responses in given order).
 
   variant: "principles" | "no_principles" | "hinted" (adds "The best response is: Response j",
-           j = example.label + 1; needs n >= 2).
+           j = example.label + 1; needs n >= 2) | "meta" (the meta RM's input: META_INSTRUCTION,
+           context and responses only).
   style:   "paper" | "compact".
   """
   _check("variant", variant, VARIANTS)
@@ -203,14 +207,19 @@ def render(example: GRMExample, variant: str = "principles", style: str = "paper
                      f"GRMExample(id={example.id!r}) has n={example.n}")
   t = TEMPLATES[style]
   principles = variant != "no_principles"
-  sections = [t.instruction if principles else t.instruction_no_principles]
-  if t.criteria:
+  if variant == "meta":
+    sections = [META_INSTRUCTION]
+  else:
+    sections = [t.instruction if principles else t.instruction_no_principles]
+  if t.criteria and variant != "meta":
     sections.append(t.criteria)
   sections.append(t.context_header + "\n" + render_context(example.context, style))
   responses = t.response_sep.join(
       f"{t.response_begin.format(i=i + 1)}\n{r}\n{t.response_end.format(i=i + 1)}"
       for i, r in enumerate(example.responses))
   sections.append(t.responses_header + "\n" + responses)
+  if variant == "meta":
+    return t.section_sep.join(sections)
   if variant == "hinted":
     sections.append(t.hint.format(j=example.label + 1))
   lines = [t.format_principles] if principles else []

@@ -2,6 +2,8 @@
 
     cfg, params = hf.load("/path/to/gemma-2-2b")            # config.json + *.safetensors
     hf.save(cfg, params, "/tmp/out")                        # transformers.from_pretrained loads it
+    cfg, rm = hf.load_reward("/path/to/gemma-2-meta-rm")    # rm = {"lm": ..., "score": [D, 1]}
+    hf.save_reward(cfg, rm, "/tmp/rm", pad_token_id=0)      # AutoModelForSequenceClassification loads it
 
 Supported `model_type`s: gemma2, llama, mistral, qwen2. Tensors are read one at a time from
 memory-mapped safetensors files (the format is parsed here: an 8-byte little-endian header length,
@@ -14,6 +16,17 @@ HF stores linear weights as [out, in]; ours are [in, ...] with heads split out:
     gate/up_proj.weight [F, D] <-> [D, F];   down_proj.weight [D, F] <-> [F, D];
     lm_head.weight [V, D] <-> lm_head [D, V].  Norm weights, biases and embeddings map as they are
 (Gemma-2 norm weights w mean x * (1 + w) in both).
+
+Reward models (spct_jax/model/reward.py) use the standard `<Family>ForSequenceClassification`
+layout: the backbone's `model.*` tensors plus `score.weight` [num_labels=1, D] (no bias) <-> our
+`score` [D, 1], and no `lm_head.weight` (untied configs do not ask for it). They have their own
+pair of functions, `load_reward` / `save_reward`, so that the type of what comes back never
+depends on a file's contents: `load` on such a folder raises and names `load_reward`, and
+`load_reward` on a causal-LM folder raises and names `load` (+ `reward.from_lm` for a fresh head).
+Only num_labels == 1 (a scalar reward) is supported. `save_reward` writes architectures
+[<Family>ForSequenceClassification], num_labels 1, id2label/label2id for one label and the
+`pad_token_id` that transformers needs to find each row's last real token (it takes the
+rightmost token != pad_token_id; our `reward.scores` takes the last True of pad_mask instead).
 """
 from __future__ import annotations
 
@@ -35,6 +48,11 @@ from spct_jax.model.config import ModelConfig
 SUPPORTED = ("gemma2", "llama", "mistral", "qwen2")
 ARCHITECTURES = {"gemma2": "Gemma2ForCausalLM", "llama": "LlamaForCausalLM",
                  "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+REWARD_ARCHITECTURES = {"gemma2": "Gemma2ForSequenceClassification",
+                        "llama": "LlamaForSequenceClassification",
+                        "mistral": "MistralForSequenceClassification",
+                        "qwen2": "Qwen2ForSequenceClassification"}
+_SEQ_CLS = "ForSequenceClassification"
 _ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh", "gelu_tanh"), "llama": ("silu",),
                 "mistral": ("silu",), "qwen2": ("silu",)}
 # safetensors dtype code <-> numpy dtype (little-endian)
@@ -121,10 +139,23 @@ def _opt_float(x):
   return None if x is None else float(x)
 
 
-def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
-  """A HF config.json dict (model_type, architectures and the shapes) for `cfg`."""
+def num_labels(d: dict[str, Any]) -> int:
+  """The number of labels of a HF config.json dict: len(id2label), else num_labels, else 2
+  (transformers' default for a classifier that records neither)."""
+  if d.get("id2label") is not None:
+    return len(d["id2label"])
+  return int(d["num_labels"]) if d.get("num_labels") is not None else 2
+
+
+def config_to_hf(cfg: ModelConfig, reward: bool = False, pad_token_id: int | None = None) -> dict[str, Any]:
+  """A HF config.json dict (model_type, architectures and the shapes) for `cfg`.
+
+  reward: a `<Family>ForSequenceClassification` config with one label (num_labels 1).
+  pad_token_id: written when given (a reward model needs it to batch in transformers).
+  """
   mt = cfg.model_type
-  d = {"architectures": [ARCHITECTURES[mt]], "model_type": mt, "vocab_size": cfg.vocab_size,
+  arch = (REWARD_ARCHITECTURES if reward else ARCHITECTURES)[mt]
+  d = {"architectures": [arch], "model_type": mt, "vocab_size": cfg.vocab_size,
        "hidden_size": cfg.d_model, "intermediate_size": cfg.mlp_dim,
        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
        "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "rms_norm_eps": cfg.norm_eps,
@@ -151,6 +182,10 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     d["sliding_window"] = cfg.sliding_window
   if mt == "qwen2":
     d.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layers)
+  if reward:
+    d.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
+  if pad_token_id is not None:
+    d["pad_token_id"] = int(pad_token_id)
   return d
 
 
@@ -181,8 +216,15 @@ def _plain(hf_name: str, path: tuple[str, ...], shape: tuple[int, ...]) -> _Tens
   return _Tensor(hf_name, path, shape, shape, _same, _same)
 
 
-def _mapping(cfg: ModelConfig) -> list[_Tensor]:
-  """Every parameter of `cfg` with its HF name, HF shape and conversions."""
+def _mapping(cfg: ModelConfig, reward: bool = False) -> list[_Tensor]:
+  """Every parameter of `cfg` with its HF name, HF shape and conversions.
+
+  reward: the `*ForSequenceClassification` layout: our paths under "lm", no lm_head, and
+  `score.weight` [1, D] <-> ("score",) [D, 1].
+  """
+  if reward:
+    lm = [dataclasses.replace(t, path=("lm",) + t.path) for t in _mapping(cfg) if t.path != ("lm_head",)]
+    return lm + [_linear("score.weight", ("score",), (1,), cfg.d_model)]
   d, n, k, h, f, v = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
   out = [_plain("model.embed_tokens.weight", ("embed",), (v, d))]
   if cfg.is_gemma:
@@ -210,9 +252,10 @@ def _mapping(cfg: ModelConfig) -> list[_Tensor]:
   return out
 
 
-def hf_names_and_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-  """The HF checkpoint's tensor names and shapes for `cfg` (what `save` writes, `load` expects)."""
-  return {t.hf_name: t.hf_shape for t in _mapping(cfg)}
+def hf_names_and_shapes(cfg: ModelConfig, reward: bool = False) -> dict[str, tuple[int, ...]]:
+  """The HF checkpoint's tensor names and shapes for `cfg` (what `save` writes, `load` expects;
+  reward: what `save_reward` writes, `load_reward` expects)."""
+  return {t.hf_name: t.hf_shape for t in _mapping(cfg, reward)}
 
 
 # ---- safetensors files
@@ -310,20 +353,48 @@ def _get(tree: Any, path: tuple[str, ...]) -> Any:
 
 
 def load(path: str, dtype: str | None = None, shardings: Any = None) -> tuple[ModelConfig, Any]:
-  """Reads a HF model folder (config.json + model.safetensors or a sharded index).
+  """Reads a HF causal-LM folder (config.json + model.safetensors or a sharded index).
 
   dtype: dtype of the returned params and cfg.param_dtype / cfg.dtype (None: the checkpoint's).
   shardings: optional pytree (same structure as the params) of jax Shardings; each tensor is
     placed as soon as it is converted. Without it the params are host numpy arrays.
-  Raises (naming the tensor) on missing, unexpected or wrongly shaped tensors.
+  Raises (naming the tensor) on missing, unexpected or wrongly shaped tensors, and on a
+  `*ForSequenceClassification` folder (read those with `load_reward`).
   """
+  return _load(path, dtype, shardings, reward=False)
+
+
+def load_reward(path: str, dtype: str | None = None, shardings: Any = None) -> tuple[ModelConfig, Any]:
+  """Reads a HF `<Family>ForSequenceClassification` folder with num_labels 1 (a scalar reward model).
+
+  Returns (cfg, {"lm": backbone params, "score": [D, 1]}) in spct_jax/model/reward.py's layout;
+  dtype and shardings (a same-structure pytree, e.g. from reward.logical_axes) as in `load`.
+  Raises (naming the tensor) on a missing `score.weight` or any missing, unexpected or wrongly
+  shaped tensor, on num_labels != 1, and on a causal-LM folder (read those with `load`).
+  """
+  return _load(path, dtype, shardings, reward=True)
+
+
+def _load(path: str, dtype: str | None, shardings: Any, reward: bool) -> tuple[ModelConfig, Any]:
   cfg_path = os.path.join(path, "config.json")
   if not os.path.exists(cfg_path):
     raise FileNotFoundError(f"{path}: no config.json")
   with open(cfg_path) as fh:
-    cfg = config_from_hf(json.load(fh), dtype)
+    d = json.load(fh)
+  cfg = config_from_hf(d, dtype)
+  archs = list(d.get("architectures") or [])
+  is_seq_cls = any(str(a).endswith(_SEQ_CLS) for a in archs)
+  if is_seq_cls and not reward:
+    raise ValueError(f"{path}: config.json architectures {archs} is a sequence-classification (reward) "
+                     "checkpoint; read it with hf.load_reward")
+  if reward and archs and not is_seq_cls:
+    raise ValueError(f"{path}: config.json architectures {archs} is not a *{_SEQ_CLS} checkpoint; read "
+                     "it with hf.load (and add a fresh score head with reward.from_lm)")
+  if reward and num_labels(d) != 1:
+    raise ValueError(f"{path}: config.json has num_labels={num_labels(d)} (id2label {d.get('id2label')}); "
+                     "only num_labels=1 (a scalar reward head, score.weight [1, hidden]) is supported")
   files = _open_checkpoint(path)
-  mapping = _mapping(cfg)
+  mapping = _mapping(cfg, reward)
   expected = {t.hf_name for t in mapping}
 
   missing = [t.hf_name for t in mapping if t.hf_name not in files]
@@ -385,7 +456,24 @@ def save(cfg: ModelConfig, params: Any, path: str) -> None:
 
   Raises (naming the param) when params do not match cfg: missing, unexpected or wrongly shaped.
   """
-  mapping = _mapping(cfg)
+  _save(cfg, params, path, config_to_hf(cfg), reward=False)
+
+
+def save_reward(cfg: ModelConfig, params: Any, path: str, *, pad_token_id: int) -> None:
+  """Writes a reward model {"lm": ..., "score": [D, 1]} as a HF `<Family>ForSequenceClassification`
+  folder (num_labels 1, no lm_head) that `AutoModelForSequenceClassification.from_pretrained` loads.
+
+  pad_token_id: the tokenizer's pad id; transformers scores each row at its rightmost token that
+    is not pad_token_id, so it must never occur as a real token.
+  Raises (naming the param) when params do not match cfg: missing, unexpected or wrongly shaped.
+  """
+  if not 0 <= int(pad_token_id) < cfg.vocab_size:
+    raise ValueError(f"pad_token_id={pad_token_id} is outside the vocabulary [0, {cfg.vocab_size})")
+  _save(cfg, params, path, config_to_hf(cfg, reward=True, pad_token_id=pad_token_id), reward=True)
+
+
+def _save(cfg: ModelConfig, params: Any, path: str, hf_config: dict[str, Any], reward: bool) -> None:
+  mapping = _mapping(cfg, reward)
   flat = {tuple(str(getattr(k, "key", k)) for k in kp): leaf
           for kp, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
   paths = {t.path for t in mapping}
@@ -407,5 +495,5 @@ def save(cfg: ModelConfig, params: Any, path: str) -> None:
                     lambda leaf=leaf, t=t: t.to_hf(np.asarray(jax.device_get(leaf)))))
   os.makedirs(path, exist_ok=True)
   with open(os.path.join(path, "config.json"), "w") as fh:
-    json.dump(config_to_hf(cfg), fh, indent=2)
+    json.dump(hf_config, fh, indent=2)
   _write_safetensors(os.path.join(path, "model.safetensors"), tensors)

@@ -101,7 +101,7 @@ def batches_from(encoded: dict[str, np.ndarray], batch_size: int, seed: int,
 
   trim_multiple: with right-padded [N, T] rows and a `pad_mask`, cut each batch's columns to its
   longest row rounded up to a multiple of this (a few length buckets, so a few compilations,
-  instead of always paying for T).
+  instead of always paying for T); per-row arrays ([N] or [N, other]) are left whole.
 
   Row order is a grain shuffle of [0, N) reshuffled every epoch from `seed`, repeated and
   batched, so batch `step` is a pure function of (seed, step). On several hosts each host takes
@@ -121,6 +121,7 @@ def batches_from(encoded: dict[str, np.ndarray], batch_size: int, seed: int,
     if trim_multiple and jax.process_count() == 1:
       longest = int(batch["pad_mask"].any(axis=0).nonzero()[0].max()) + 1
       t = min(-(-longest // trim_multiple) * trim_multiple, batch["pad_mask"].shape[1])
-      batch = {k: v[:, :t] for k, v in batch.items()}
+      width = batch["pad_mask"].shape[1]
+      batch = {k: v[:, :t] if v.ndim == 2 and v.shape[1] == width else v for k, v in batch.items()}
     return batch
   return get

@@ -23,8 +23,10 @@ class MetricsWriter:
     self._jsonl = open(self.path, "a")
     self._tb = EventFileWriter(os.path.join(directory, "tb"))
 
-  def write(self, step: int, metrics: Mapping[str, float]) -> None:
-    scalars = {k: _scalar(v) for k, v in metrics.items()}
+  def write(self, step: int, metrics: Mapping[str, float | None]) -> None:
+    """One JSONL line and one event; a None value (a metric undefined on this data, e.g. an
+    AUC with one class) is written as NaN to the JSONL and left out of TensorBoard."""
+    scalars = {k: float("nan") if v is None else _scalar(v) for k, v in metrics.items()}
     self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
     self._jsonl.flush()
     values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()

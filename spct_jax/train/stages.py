@@ -66,15 +66,17 @@ def shrink(cfg: ConfigDict) -> ConfigDict:
   cfg.model.preset = "tiny"
   small = {"train.steps": 3, "train.batch_size": 8, "train.log_every": 1, "train.ckpt_every": 2,
            "opt.warmup_steps": 1, "data.n_train": 48, "data.n_val": 8, "eval.n": 4, "eval.k": 2,
-           "eval.max_new_tokens": 16}
+           "eval.max_new_tokens": 16, "eval.pool": 4, "eval.n_draws": 2, "eval.n_boot": 50,
+           "eval.sampler_batch": 4}
   for key, value in small.items():
     section, name = key.split(".")
     if section in cfg and name in cfg[section]:
       cfg[section][name] = min(cfg[section][name], value) if isinstance(value, int) else value
   for section in cfg.keys():  # stage-specific sizes: every *_steps/n_* knob of the stage section
-    if isinstance(cfg[section], ConfigDict) and section in ("rft", "grpo", "meta_rm"):
+    if isinstance(cfg[section], ConfigDict) and section in ("rft", "grpo", "meta_rm", "scalar_rm"):
       for name, value in cfg[section].items():
-        if name in ("n_items", "n_samples", "group_size", "prompts_per_step", "max_new_tokens", "sampler_batch"):
+        if name in ("n_items", "n_samples", "group_size", "prompts_per_step", "max_new_tokens", "sampler_batch",
+                    "samples_per_item"):
           cfg[section][name] = min(value, {"max_new_tokens": 16, "n_items": 8}.get(name, 2))
   if "grpo" in cfg:
     cfg.train.batch_size = cfg.grpo.prompts_per_step * cfg.grpo.group_size
@@ -146,11 +148,8 @@ def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict |
   if stage_fns is None:
     from spct_jax.train import warmup
     stage_fns = {"warmup": warmup.run}
-    try:
-      from spct_jax.train import rft, grpo
-      stage_fns.update(rft=rft.run, grpo=grpo.run)
-    except ImportError:
-      pass
+    from spct_jax.train import grpo, meta_rm, rft, scalar_rm
+    stage_fns.update(rft=rft.run, grpo=grpo.run, meta_rm=meta_rm.run, scalar_rm=scalar_rm.run)
   if cfg.init.startswith("stage:"):
     upstream = cfg.init.split(":", 1)[1]
     if not is_done(workdir, upstream):
@@ -172,3 +171,11 @@ def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict |
     json.dump(summary, f, indent=2, sort_keys=True)
   print(f"\nHeld-out accuracy by stage ({workdir}):\n{stage_table(workdir)}\n", flush=True)
   return summary
+
+
+def ensure(stage: str, config_path: str, workdir: str, overrides: dict | None = None) -> dict:
+  """The summary of stage `stage` in `workdir`, running it first (with what it starts from) when
+  it is missing: its config is `<stage>.py` beside `config_path`, with this run's overrides of the
+  shared sections (model, tokenizer, mesh, seed, smoke)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(config_path)), f"{stage}.py")
+  return run_chain(apply_overrides(load_config(path), overrides or {}), path, workdir, overrides)

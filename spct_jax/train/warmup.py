@@ -80,16 +80,19 @@ def teacher_pairs(examples, seed: int, error_rate: float, variant: str):
 
 
 def setup_training(cfg, mcfg: model_config.ModelConfig, params: Any, loss_fn, mesh,
-                   batch_keys=("tokens", "pad_mask", "loss_mask")):
+                   batch_keys=("tokens", "pad_mask", "loss_mask"), logical: Any = None):
   """(state, jitted step) with the state sharded on `mesh` by the logical rules and batches
-  (dicts of [B, T] arrays under `batch_keys`) split over the data axes."""
+  (dicts of [B, ...] arrays under `batch_keys`) split over the data axes.
+
+  logical: the params' logical axis names (default: the transformer's, transformer.logical_axes)."""
   opt = dict(cfg.opt)
   opt["total_steps"] = opt["total_steps"] or cfg.train.steps
   opt_cfg = state_lib.OptimConfig.from_dict(opt)
   tx = state_lib.make_optimizer(opt_cfg)
   mesh_lib.check_batch(cfg.train.batch_size, mesh, "train.batch_size")
   st = state_lib.create(params, tx, jax.random.key(cfg.seed + 1))
-  names = state_lib.logical_axes(tx, transformer.logical_axes(mcfg), st.params)
+  logical = transformer.logical_axes(mcfg) if logical is None else logical
+  names = state_lib.logical_axes(tx, logical, st.params)
   shardings = mesh_lib.shardings_for(names, st, mesh)
   st = jax.device_put(st, shardings)
   step = step_lib.make_step(loss_fn, tx, micro_batches=cfg.train.micro_batches,

@@ -99,3 +99,21 @@ def test_encode_prompts_left_padded_buckets(tok, pairs):
     assert batch.lengths[row] == len(ids)
   with pytest.raises(ValueError, match="must be positive"):
     pipeline.encode_prompts(exs[:1], tok, max_len=512, buckets=(0, 128))
+
+
+def test_response_ids_and_pad_right(tok):
+  ex = _dialogue()
+  ids = pipeline.response_ids(ex, 1, tok, max_len=512)
+  assert ids[0] == tok.bos_id and ids[-1] == tok.answer_end_id
+  assert tok.decode(ids[1:-1]).endswith(ex.responses[1])
+  # the oldest turns go first when it does not fit; the response is never cut
+  short = pipeline.response_ids(ex, 1, tok, max_len=len(ids) - 1, stats=(st := pipeline.LengthStats()))
+  assert short is not None and len(short) < len(ids) and st.truncated == 1 and st.turns_dropped >= 1
+  assert pipeline.response_ids(ex, 1, tok, max_len=5, stats=st) is None and st.too_long == 1
+  with pytest.raises(ValueError, match="response 7"):
+    pipeline.response_ids(ex, 7, tok, max_len=512)
+  tokens, mask = pipeline.pad_right([[5, 6, 7], [8]], pad_id=0)
+  np.testing.assert_array_equal(tokens, [[5, 6, 7], [8, 0, 0]])
+  np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 0, 0]])
+  with pytest.raises(ValueError, match="row 0 has 3 tokens"):
+    pipeline.pad_right([[5, 6, 7]], 0, length=2)

@@ -134,3 +134,16 @@ def test_skip_invalid_counts_every_reason(tmp_path):
       "field 'chosen' is int, expected a string": 1,
       "field 'prompt' does not end with a user message": 1,
       "field 'prompt' has a message with an unknown role": 1, "repeated id": 1}
+
+
+def test_unlabelled_grm_records_only_when_asked(tmp_path):
+  path = tmp_path / "q.jsonl"
+  write_jsonl(path, [{"context": "Say hi.", "responses": ["hi", "bye"]},
+                     {"context": "Say yes.", "responses": ["yes", "no"], "label": 0}])
+  exs, stats = sources.load_examples(path, require_label=False)
+  assert stats.format == "grm" and [ex.label for ex in exs] == [None, 0]
+  assert exs[0].permuted((1, 0)).label is None
+  with pytest.raises(sources.DataError, match=r"q.jsonl:1: field 'label' is missing"):
+    sources.load_examples(path)
+  exs, stats = sources.load_examples(path, skip_invalid=True)
+  assert len(exs) == 1 and stats.skipped == {"field 'label' is missing": 1}

@@ -177,7 +177,8 @@ def test_teacher_analysis_names_the_decisive_fact():
                                   "river Mira. What is the capital of Orin?"),),
                     responses=("It is Mira.", "The capital of Orin is Kell."), label=1, family="qa_ranking")
   text = synthetic.teacher_critique(hand, 0)
-  assert "Response 1 says Mira; the table says Kell." in text
+  assert "which the table lists as Kell" in text.splitlines()[0]
+  assert "Response 1 says Mira, not Kell. Response 2 says Kell, as the table does." in text
   assert text.endswith("Scores: \\boxed{2, 9}")
 
 

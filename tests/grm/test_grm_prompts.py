@@ -140,3 +140,11 @@ def test_unshuffle_every_permutation_of_three():
     prompts.unshuffle([1, 2, 3], (1, 0))
   with pytest.raises(ValueError, match=r"is not a permutation"):
     prompts.unshuffle([1, 2], (1, 1))
+
+
+def test_meta_variant_is_instruction_context_and_responses_only():
+  text = prompts.render(DIALOGUE, "meta", "compact")
+  assert text.startswith(prompts.META_INSTRUCTION + "\n## Context\n")
+  assert text.endswith("[Response 3]\n13, and also 17.\n[End 3]")
+  assert "Specific Criteria" not in text and "Criteria:" not in text and "\\boxed" not in text
+  assert prompts.render(SINGLE, "meta", "paper").startswith(prompts.META_INSTRUCTION + "\n\n#### Conversation Context ####")

@@ -1,17 +1,30 @@
-"""The whole chain (warm-up -> RFT -> GRPO) through the CLI in smoke mode: sizes only shrink."""
+"""The whole chain (warm-up -> RFT -> GRPO), the meta RM, the scalar RM, evaluation and scoring,
+through the CLIs in smoke mode (sizes only shrink), in one workdir shared by the tests below."""
 import json
 import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_grpo_config_runs_the_chain_in_smoke_mode(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "spct_jax.train", "--config=configs/grpo.py",
-                         "--config.smoke=True", f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True,
-                        text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+def _run(*args, timeout=600):
+  proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  return proc
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("chain")
+  proc = _run("spct_jax.train", "--config=configs/grpo.py", "--config.smoke=True", f"--workdir={workdir}")
+  return workdir, proc
+
+
+def test_grpo_config_runs_the_chain_in_smoke_mode(chain):
+  tmp_path, proc = chain
   for stage in ("warmup", "rft", "grpo"):
     summary = json.loads((tmp_path / stage / "summary.json").read_text())
     assert summary["stage"] == stage and "val_accuracy" in summary
@@ -21,7 +34,82 @@ def test_grpo_config_runs_the_chain_in_smoke_mode(tmp_path):
   assert rft["seen"] == rft["kept_items"] + rft["too_easy"] + rft["unsolved"]
   assert "Held-out accuracy by stage" in proc.stdout and "| grpo |" in proc.stdout
   # rerunning a finished chain does nothing but report
-  again = subprocess.run([sys.executable, "-m", "spct_jax.train", "--config=configs/grpo.py",
-                          "--config.smoke=True", f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)
-  assert again.returncode == 0 and "grpo is already done" in again.stdout
+  again = _run("spct_jax.train", "--config=configs/grpo.py", "--config.smoke=True", f"--workdir={tmp_path}")
+  assert "grpo is already done" in again.stdout
+
+
+def test_evaluate_trains_what_it_needs_and_writes_every_output(chain):
+  workdir, _ = chain
+  proc = _run("spct_jax.evaluate", "--config=configs/eval.py", "--config.smoke=True", f"--workdir={workdir}")
+  for stage in ("meta_rm", "scalar_rm"):  # missing from the workdir: trained first
+    summary = json.loads((workdir / stage / "summary.json").read_text())
+    assert summary["stage"] == stage and summary["steps"] == 3
+  out = workdir / "eval" / "stage_grpo"
+  results = json.loads((out / "results.json").read_text())
+  pool = results["pool"]
+  assert results["n_items"] == 4 and pool == 4
+  assert {"greedy", f"voting@{pool}", f"mode_voting@{pool}", "curve", "meta_rm", "scalar_rm"} <= set(results)
+  assert results["curve"]["ks"] == [1, 2, 4] and set(results["curve"]["accuracy"]) == {"sum", "mode", "meta"}
+  assert 0.0 <= results["greedy"]["valid_rate"] <= 1.0
+  assert (out / "curve.png").stat().st_size > 1000
+  assert "| k | sum | mode | meta |" in (out / "results.md").read_text()
+  samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+  assert len(samples) == 4 and all(len(s["texts"]) == pool == len(s["meta"]) for s in samples)
+  assert "voting@k" in proc.stdout
+
+
+def test_evaluate_a_rewardbench_file(chain, tmp_path):
+  workdir, _ = chain
+  subsets = ["alpacaeval-easy", "mt-bench-hard", "refusals-dangerous", "math-prm", "hep-python"]
+  path = tmp_path / "rb.jsonl"
+  path.write_text("\n".join(json.dumps({"prompt": f"What is {i} plus {i}?", "chosen": f"It is {2 * i}.",
+                                        "rejected": f"It is {2 * i + 1}.", "subset": subsets[i % 5],
+                                        "id": f"rb{i}", "chosen_model": "a", "rejected_model": "b"})
+                            for i in range(6)) + "\n")
+  _run("spct_jax.evaluate", "--config=configs/eval.py", "--config.smoke=True", f"--workdir={workdir}",
+       f"--config.data.source={path}", "--config.eval.n=0", "--config.name=rb", "--config.meta_rm=",
+       "--config.scalar_rm=")
+  results = json.loads((workdir / "eval" / "rb" / "results.json").read_text())
+  assert results["format"] == "rewardbench" and results["n_items"] == 6
+  rb = results["greedy"]["rewardbench"]
+  assert set(rb["sections"]) == {"Chat", "Chat Hard", "Safety", "Reasoning"} and rb["unknown"] == []
+  assert "meta_rm" not in results and "scalar_rm" not in results
+
+
+def test_evaluate_a_ppe_correctness_file(chain, tmp_path):
+  workdir, _ = chain
+  path = tmp_path / "ppe.jsonl"
+  rows = []
+  for i in range(3):
+    rec = {"question_id": f"q{i}", "prompt": f"Name a color number {i}."}
+    for j in range(4):
+      rec[f"response_{j + 1}"] = f"Color {j} for {i}."
+    rec["scores"] = [j == i % 4 for j in range(4)]
+    rec["sampled_conflict_pairs"] = [[i % 4, (i + 1) % 4]]
+    rows.append(json.dumps(rec))
+  path.write_text("\n".join(rows) + "\n")
+  _run("spct_jax.evaluate", "--config=configs/eval.py", "--config.smoke=True", f"--workdir={workdir}",
+       f"--config.data.source={path}", "--config.eval.n=0", "--config.name=ppe", "--config.meta_rm=",
+       "--config.scalar_rm=")
+  results = json.loads((workdir / "eval" / "ppe" / "results.json").read_text())
+  assert results["format"] == "ppe_correctness" and results["n_items"] == 3  # one pair per record
+  assert results["best_of_k"]["n"] == 3 and results["best_of_k"]["n_pairs"] == 3
+
+
+def test_score_cli_writes_one_line_per_item(chain, tmp_path):
+  workdir, _ = chain
+  if not (workdir / "meta_rm" / "summary.json").exists():  # when run alone
+    _run("spct_jax.train", "--config=configs/meta_rm.py", "--config.smoke=True", f"--workdir={workdir}")
+  path = tmp_path / "in.jsonl"
+  path.write_text(json.dumps({"context": "Pick the better answer: what is 2 plus 2?", "responses": ["4", "5"]}) + "\n"
+                  + json.dumps({"context": [{"role": "user", "text": "Say hi."}], "responses": ["hi", "bye"],
+                                "label": 0, "id": "x"}) + "\n")
+  out = tmp_path / "out.jsonl"
+  proc = _run("spct_jax.score", "--model=stage:grpo", f"--workdir={workdir}", f"--input={path}",
+              f"--output={out}", "--k=2", "--max_new_tokens=8", "--meta_rm=stage:meta_rm")
+  lines = [json.loads(x) for x in out.read_text().splitlines()]
+  assert len(lines) == 2 and lines[1]["id"] == "x"
+  assert all(len(x["critiques"]) == 2 == len(x["scores"]) == len(x["meta_scores"]) for x in lines)
+  assert set(lines[0]["voted"]) == {"sum", "mode", "meta"} and "label" not in lines[0]
+  assert set(lines[1]["correct"]) == {"sum", "mode", "meta"}
+  assert "wrote" in proc.stdout

@@ -176,6 +176,22 @@ def cohen_kappa(pred: Sequence[Hashable], gold: Sequence[Hashable]) -> float:
   return (agree * n - chance) / (n * n - chance)
 
 
+def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+  """ROC-AUC of `scores` against binary `labels`: the probability that a random positive scores
+  above a random negative, ties counting one half (the Mann-Whitney U statistic / (P * N)).
+  None when either class is absent (the AUC is undefined there)."""
+  s = np.asarray(scores, np.float64)
+  y = np.asarray(labels, bool)
+  if s.shape != y.shape or s.ndim != 1:
+    raise ValueError(f"roc_auc: scores {s.shape} and labels {y.shape} must be two equal 1-D sequences")
+  pos, neg = s[y], s[~y]
+  if not len(pos) or not len(neg):
+    return None
+  greater = (pos[:, None] > neg[None, :]).sum()
+  ties = (pos[:, None] == neg[None, :]).sum()
+  return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
 def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05,
                  seed: int = 0) -> tuple[float, float]:
   """Percentile bootstrap CI of the mean of per-item values: resamples the N items with
@@ -578,9 +594,12 @@ def markdown_table(results: Mapping, curve: Curve | Mapping | None = None) -> st
   """Markdown text: a `| metric | value |` table of results (nested dicts flattened with '.',
   an empty key shown as "(empty)", a key "x_ci" = [lo, hi] shown as "value [lo, hi]" on x's
   row, floats with 4 decimals, None as n/a), then, with a curve (a Curve or its as_dict), a
-  voting@k table: one row per k, one column per method, "acc [lo, hi]", and the skipped ks."""
-  lines = ["| metric | value |", "| --- | --- |"]
-  lines += [f"| {name} | {text} |" for name, text in _rows(results)]
+  voting@k table: one row per k, one column per method, "acc [lo, hi]", and the skipped ks.
+  Empty results with a curve give the voting@k table alone."""
+  lines = []
+  if results or curve is None:
+    lines += ["| metric | value |", "| --- | --- |"]
+    lines += [f"| {name} | {text} |" for name, text in _rows(results)]
   if curve is not None:
     if not isinstance(curve, Curve):
       curve = Curve.from_dict(curve)

@@ -1,0 +1,125 @@
+"""python -m spct_jax.score --model=stage:grpo --workdir=runs/default --input=in.jsonl --output=out.jsonl
+
+Scores a JSONL/Parquet file of (query, responses) with a trained GRM: k critiques per item
+(response order shuffled per sample, scores mapped back), their parsed scores, the sum- and
+mode-voted scores and the best response (ties reported as ties), and with --meta_rm the meta
+RM's score of every critique and the meta-RM guided vote (top k_meta samples). Any format
+`sources.load_examples` reads works; labels are optional ("grm" records need only `context` and
+`responses`), and when present each output line also says whether the vote picked the label.
+
+Output: one JSON object per input item, in input order:
+  {"id", "responses", "critiques": [k texts], "scores": [k lists or null], "perms": [k orders],
+   "voted": {"sum": [...], "mode": [...], "meta": [...]}, "best": {"sum": [i...], ...},
+   "meta_scores": [k floats] (with --meta_rm), "label", "correct": {"sum": bool, ...} (labelled)}
+Models: stage:<name> (in --workdir), export:<dir> or hf:<dir> (a Hugging Face folder; its
+tokenizer.model is used unless --tokenizer is given).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags, logging
+
+_MODEL = flags.DEFINE_string("model", "stage:grpo", "the GRM: stage:<name> | export:<dir> | hf:<dir>")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/default", "where stage:<name> models live")
+_INPUT = flags.DEFINE_string("input", None, "JSONL or Parquet file of items to score")
+_OUTPUT = flags.DEFINE_string("output", None, "JSONL file to write (default: <input>.scored.jsonl)")
+_FORMAT = flags.DEFINE_string("format", "auto", "input format: auto | grm | rewardbench | ppe_human | ppe_correctness")
+_K = flags.DEFINE_integer("k", 8, "critiques sampled per item")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.5, "sampling temperature (0 = greedy, k must be 1)")
+_META_RM = flags.DEFINE_string("meta_rm", "", "meta RM for guided voting: stage:<name> | export:<dir> | hf:<dir>")
+_K_META = flags.DEFINE_integer("k_meta", 0, "samples that vote under meta-RM guidance (0 = k // 2)")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 256, "critique budget in tokens")
+_MAX_LEN = flags.DEFINE_integer("max_len", 2048, "longest meta-RM input (prompt + critique) in tokens")
+_STYLE = flags.DEFINE_enum("style", "compact", ["compact", "paper"], "GRM prompt style the model was trained with")
+_VARIANT = flags.DEFINE_enum("variant", "principles", ["principles", "no_principles"], "GRM prompt variant")
+_TOKENIZER = flags.DEFINE_string("tokenizer", "", "SentencePiece .model ('' = bundled, or the HF folder's)")
+_DTYPE = flags.DEFINE_string("dtype", "float32", "compute dtype (bfloat16 on TPU/GPU)")
+_BATCH = flags.DEFINE_integer("batch_size", 16, "prompts per sampler call")
+_SEED = flags.DEFINE_integer("seed", 0, "sampling seed (same seed, same critiques)")
+_SKIP_INVALID = flags.DEFINE_bool("skip_invalid", False, "skip (and count) bad records instead of stopping")
+
+
+def score_file(*, model: str, workdir: str, input: str, output: str, format: str = "auto", k: int = 8,
+               temperature: float = 0.5, meta_rm: str = "", k_meta: int = 0, max_new_tokens: int = 256,
+               max_len: int = 2048, style: str = "compact", variant: str = "principles", tokenizer: str = "",
+               dtype: str = "float32", batch_size: int = 16, seed: int = 0, skip_invalid: bool = False) -> dict:
+  """Scores `input` into `output` (module docstring); returns counts."""
+  from ml_collections import ConfigDict
+  from tqdm import tqdm
+
+  from spct_jax import evaluate
+  from spct_jax import judge as judge_lib
+  from spct_jax import sampling as sampling_lib
+  from spct_jax.data import sources
+  from spct_jax.evaluate import run as eval_run
+  from spct_jax.grm import voting
+  from spct_jax.train import mesh as mesh_lib
+  from spct_jax.train import warmup
+
+  if temperature == 0 and k != 1:
+    raise ValueError(f"--temperature=0 is greedy: all k={k} critiques would be the same; use --k=1")
+  examples, stats = sources.load_examples(input, format, skip_invalid, require_label=False)
+  print(f"[score] {stats.summary()}", flush=True)
+  cfg = ConfigDict({"init": model, "tokenizer": tokenizer,
+                    "model": {"dtype": dtype, "remat": False}})
+  tok = warmup.load_tokenizer(cfg)
+  mcfg, params = eval_run.load_model(model, cfg, workdir)
+  mesh = mesh_lib.make_mesh((-1, 1, 1))
+  sampling = sampling_lib.Greedy() if temperature == 0 else sampling_lib.Temperature(temperature)
+  rcfg = rparams = None
+  if meta_rm:
+    rcfg, rparams = eval_run.load_model(meta_rm, cfg, workdir, reward_head=True)
+  output = output or os.path.splitext(input)[0] + ".scored.jsonl"
+  counts = {"items": 0, "critiques": 0, "invalid": 0, "labelled": 0, "correct_sum": 0}
+  with open(output, "w", encoding="utf-8") as f:
+    for start in tqdm(range(0, len(examples), batch_size), desc="score", unit="batch", disable=None):
+      chunk = examples[start:start + batch_size]
+      js = judge_lib.judge(chunk, cfg=mcfg, params=params, tok=tok, k=k, sampling=sampling,
+                           max_new_tokens=max_new_tokens, seed=seed + start, variant=variant, style=style,
+                           batch_size=batch_size, mesh=mesh)
+      metas = None
+      if rcfg is not None:
+        raw, _ = eval_run.meta_scores(chunk, js, mcfg=rcfg, params=rparams, tok=tok, max_len=max_len,
+                                      style=style, batch_size=batch_size)
+        metas = eval_run._finite_meta(raw)
+      for i, (ex, j) in enumerate(zip(chunk, js)):
+        votes = {m: voting.vote(j.scores, ex.n, m) for m in voting.METHODS}
+        if metas is not None:
+          votes["meta"] = voting.meta_vote(j.scores, metas[i], ex.n, k_meta or None)
+        rec = {"id": ex.id, "responses": list(ex.responses), "critiques": j.texts, "scores": j.scores,
+               "perms": [list(p) for p in j.perms],
+               "voted": {m: v.scores for m, v in votes.items()}, "best": {m: list(v.best) for m, v in votes.items()}}
+        if metas is not None:
+          rec["meta_scores"] = metas[i]
+        if ex.label is not None:
+          rec["label"] = ex.label
+          rec["correct"] = {m: evaluate.voted_correct(ex, v, "mode" if m == "mode" else "sum")
+                            for m, v in votes.items()}
+          counts["labelled"] += 1
+          counts["correct_sum"] += rec["correct"]["sum"]
+        counts["items"] += 1
+        counts["critiques"] += len(j.texts)
+        counts["invalid"] += sum(s is None for s in j.scores)
+        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+  print(f"[score] wrote {output}: {counts['items']} items, {counts['critiques']} critiques "
+        f"({counts['invalid']} invalid)" + (f"; sum-voting accuracy on the {counts['labelled']} labelled "
+        f"items: {counts['correct_sum'] / counts['labelled']:.3f}" if counts["labelled"] else ""), flush=True)
+  return counts
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  score_file(model=_MODEL.value, workdir=_WORKDIR.value, input=_INPUT.value, output=_OUTPUT.value,
+             format=_FORMAT.value, k=_K.value, temperature=_TEMPERATURE.value, meta_rm=_META_RM.value,
+             k_meta=_K_META.value, max_new_tokens=_MAX_NEW.value, max_len=_MAX_LEN.value, style=_STYLE.value,
+             variant=_VARIANT.value, tokenizer=_TOKENIZER.value, dtype=_DTYPE.value, batch_size=_BATCH.value,
+             seed=_SEED.value, skip_invalid=_SKIP_INVALID.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("input")
+  app.run(main)
