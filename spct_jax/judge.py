@@ -22,6 +22,7 @@ from spct_jax import sampling as sampling_lib
 from spct_jax.data import pipeline
 from spct_jax.data.example import GRMExample
 from spct_jax.grm import prompts, scores as scores_lib
+from spct_jax.train import mesh as mesh_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,7 @@ def sample_requests(requests: Sequence[Request], *, cfg, params, tok, rng: jax.A
 
   Returns one dict per request: prompt (ids), tokens [k', N], lengths [k'], logprobs [k', N], done [k'].
   The last batch is filled with copies of its first prompt so every call has the same shape.
+  Under a mesh, batch_size is rounded up so that the batch_size * k rows split over its data axes.
   """
   if not requests:
     return []
@@ -77,6 +79,9 @@ def sample_requests(requests: Sequence[Request], *, cfg, params, tok, rng: jax.A
   if len(ks) != 1:
     raise ValueError(f"sample_requests: requests ask for different numbers of samples {sorted(ks)}")
   k = ks.pop()
+  if mesh is not None:
+    unit = mesh_lib.data_size(mesh) // math.gcd(mesh_lib.data_size(mesh), k)
+    batch_size = -(-batch_size // unit) * unit
   ids = [pipeline.prompt_ids(r.example, tok, variant=variant, style=style) for r in requests]
   if max_prompt_len is not None:
     too_long = [i for i, x in enumerate(ids) if len(x) > max_prompt_len]

@@ -21,24 +21,6 @@ import os
 
 from absl import app, flags, logging
 
-_MODEL = flags.DEFINE_string("model", "stage:grpo", "the GRM: stage:<name> | export:<dir> | hf:<dir>")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/default", "where stage:<name> models live")
-_INPUT = flags.DEFINE_string("input", None, "JSONL or Parquet file of items to score")
-_OUTPUT = flags.DEFINE_string("output", None, "JSONL file to write (default: <input>.scored.jsonl)")
-_FORMAT = flags.DEFINE_string("format", "auto", "input format: auto | grm | rewardbench | ppe_human | ppe_correctness")
-_K = flags.DEFINE_integer("k", 8, "critiques sampled per item")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.5, "sampling temperature (0 = greedy, k must be 1)")
-_META_RM = flags.DEFINE_string("meta_rm", "", "meta RM for guided voting: stage:<name> | export:<dir> | hf:<dir>")
-_K_META = flags.DEFINE_integer("k_meta", 0, "samples that vote under meta-RM guidance (0 = k // 2)")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 256, "critique budget in tokens")
-_MAX_LEN = flags.DEFINE_integer("max_len", 2048, "longest meta-RM input (prompt + critique) in tokens")
-_STYLE = flags.DEFINE_enum("style", "compact", ["compact", "paper"], "GRM prompt style the model was trained with")
-_VARIANT = flags.DEFINE_enum("variant", "principles", ["principles", "no_principles"], "GRM prompt variant")
-_TOKENIZER = flags.DEFINE_string("tokenizer", "", "SentencePiece .model ('' = bundled, or the HF folder's)")
-_DTYPE = flags.DEFINE_string("dtype", "float32", "compute dtype (bfloat16 on TPU/GPU)")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "prompts per sampler call")
-_SEED = flags.DEFINE_integer("seed", 0, "sampling seed (same seed, same critiques)")
-_SKIP_INVALID = flags.DEFINE_bool("skip_invalid", False, "skip (and count) bad records instead of stopping")
 
 
 def score_file(*, model: str, workdir: str, input: str, output: str, format: str = "auto", k: int = 8,
@@ -109,17 +91,41 @@ def score_file(*, model: str, workdir: str, input: str, output: str, format: str
   return counts
 
 
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so importing this module
+  next to another CLI's defines nothing)."""
+  flags.DEFINE_string("model", "stage:grpo", "the GRM: stage:<name> | export:<dir> | hf:<dir>")
+  flags.DEFINE_string("workdir", "runs/default", "where stage:<name> models live")
+  flags.DEFINE_string("input", None, "JSONL or Parquet file of items to score")
+  flags.DEFINE_string("output", None, "JSONL file to write (default: <input>.scored.jsonl)")
+  flags.DEFINE_string("format", "auto", "input format: auto | grm | rewardbench | ppe_human | ppe_correctness")
+  flags.DEFINE_integer("k", 8, "critiques sampled per item")
+  flags.DEFINE_float("temperature", 0.5, "sampling temperature (0 = greedy, k must be 1)")
+  flags.DEFINE_string("meta_rm", "", "meta RM for guided voting: stage:<name> | export:<dir> | hf:<dir>")
+  flags.DEFINE_integer("k_meta", 0, "samples that vote under meta-RM guidance (0 = k // 2)")
+  flags.DEFINE_integer("max_new_tokens", 256, "critique budget in tokens")
+  flags.DEFINE_integer("max_len", 2048, "longest meta-RM input (prompt + critique) in tokens")
+  flags.DEFINE_enum("style", "compact", ["compact", "paper"], "GRM prompt style the model was trained with")
+  flags.DEFINE_enum("variant", "principles", ["principles", "no_principles"], "GRM prompt variant")
+  flags.DEFINE_string("tokenizer", "", "SentencePiece .model ('' = bundled, or the HF folder's)")
+  flags.DEFINE_string("dtype", "float32", "compute dtype (bfloat16 on TPU/GPU)")
+  flags.DEFINE_integer("batch_size", 16, "prompts per sampler call")
+  flags.DEFINE_integer("seed", 0, "sampling seed (same seed, same critiques)")
+  flags.DEFINE_bool("skip_invalid", False, "skip (and count) bad records instead of stopping")
+
+
 def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  score_file(model=_MODEL.value, workdir=_WORKDIR.value, input=_INPUT.value, output=_OUTPUT.value,
-             format=_FORMAT.value, k=_K.value, temperature=_TEMPERATURE.value, meta_rm=_META_RM.value,
-             k_meta=_K_META.value, max_new_tokens=_MAX_NEW.value, max_len=_MAX_LEN.value, style=_STYLE.value,
-             variant=_VARIANT.value, tokenizer=_TOKENIZER.value, dtype=_DTYPE.value, batch_size=_BATCH.value,
-             seed=_SEED.value, skip_invalid=_SKIP_INVALID.value)
+  f = flags.FLAGS
+  score_file(model=f.model, workdir=f.workdir, input=f.input, output=f.output, format=f.format, k=f.k,
+             temperature=f.temperature, meta_rm=f.meta_rm, k_meta=f.k_meta, max_new_tokens=f.max_new_tokens,
+             max_len=f.max_len, style=f.style, variant=f.variant, tokenizer=f.tokenizer, dtype=f.dtype,
+             batch_size=f.batch_size, seed=f.seed, skip_invalid=f.skip_invalid)
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flag_as_required("input")
   app.run(main)

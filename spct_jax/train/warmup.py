@@ -33,10 +33,11 @@ VAL_SEED_OFFSET = 1_000_003  # held-out items come from a different generator se
 
 
 def load_tokenizer(cfg) -> Tokenizer:
-  """cfg.tokenizer, else the HF folder's tokenizer.model when starting from HF weights, else the bundled one."""
+  """cfg.tokenizer, else the folder's tokenizer.model when starting from HF weights or an export,
+  else the bundled one."""
   path = cfg.tokenizer
-  if not path and cfg.init.startswith("hf:"):
-    candidate = os.path.join(cfg.init[3:], "tokenizer.model")
+  if not path and (cfg.init.startswith("hf:") or cfg.init.startswith("export:")):
+    candidate = os.path.join(cfg.init.split(":", 1)[1], "tokenizer.model")
     path = candidate if os.path.exists(candidate) else ""
   return Tokenizer.load(path or None)
 

@@ -113,3 +113,23 @@ def test_score_cli_writes_one_line_per_item(chain, tmp_path):
   assert set(lines[0]["voted"]) == {"sum", "mode", "meta"} and "label" not in lines[0]
   assert set(lines[1]["correct"]) == {"sum", "mode", "meta"}
   assert "wrote" in proc.stdout
+
+
+def test_exports_score_an_example_like_the_checkpoint(chain, tmp_path):
+  from spct_jax import export, score
+  workdir, _ = chain
+  out = tmp_path / "export"
+  export.export(str(workdir), "grpo", str(out), hf_folder=True)
+  assert (out / "tokenizer.model").exists() and (out / "hf" / "tokenizer.model").exists()
+  items = tmp_path / "items.jsonl"
+  items.write_text(json.dumps({"context": "Which is larger, 3 or 5?", "responses": ["5", "3"], "label": 0}) + "\n")
+  lines = {}
+  for name, model in (("stage", "stage:grpo"), ("orbax", f"export:{out}"), ("hf", f"hf:{out / 'hf'}")):
+    dest = tmp_path / f"{name}.jsonl"
+    score.score_file(model=model, workdir=str(workdir), input=str(items), output=str(dest), k=1,
+                     temperature=0.0, max_new_tokens=12, batch_size=1)
+    lines[name] = json.loads(dest.read_text())
+  assert lines["stage"]["critiques"][0]  # something was generated
+  for name in ("orbax", "hf"):
+    assert lines[name]["critiques"] == lines["stage"]["critiques"], name
+    assert lines[name]["scores"] == lines["stage"]["scores"], name
