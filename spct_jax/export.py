@@ -5,8 +5,8 @@ Exports a trained stage: a params-only Orbax checkpoint plus model_config.json (
 a Hugging Face folder (`config.json` + `model.safetensors`) that `transformers` loads with
 `AutoModelForCausalLM.from_pretrained` (a scalar-head stage such as meta_rm or scalar_rm:
 `AutoModelForSequenceClassification`). The source is the stage's final params
-(<workdir>/<stage>/final). Both folders get the tokenizer as `tokenizer.model` (--tokenizer, or
-the bundled one), so `--config.init=export:<out>` / `hf:<out>/hf` find it.
+(<workdir>/<stage>/final). Both folders get the tokenizer as `tokenizer.model` (--tokenizer, else
+the stage's own, else the bundled one), so `--config.init=export:<out>` / `hf:<out>/hf` find it.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def export(workdir: str, stage: str, out: str, hf_folder: bool = False, tokenize
   final = os.path.join(stages.stage_dir(workdir, stage), "final")
   params, cfg_dict = ckpt_lib.load_params(final)
   params = jax.device_get(params)
-  tok = Tokenizer.load(tokenizer or None)
+  stage_tok = os.path.join(final, "tokenizer.model")  # written by every stage
+  tok = Tokenizer.load(tokenizer or (stage_tok if os.path.exists(stage_tok) else None))
   ckpt_lib.export_params(params, cfg_dict, out)
   folders = [out]
   print(f"[export] params + model_config.json -> {out}")
@@ -52,7 +53,7 @@ def define_flags() -> None:
   flags.DEFINE_string("stage", "grpo", "the stage to export (warmup, rft, grpo, ...)")
   flags.DEFINE_string("out", None, "output folder")
   flags.DEFINE_bool("hf", False, "also write a Hugging Face folder to <out>/hf")
-  flags.DEFINE_string("tokenizer", "", "the SentencePiece .model the stage used ('' = the bundled one)")
+  flags.DEFINE_string("tokenizer", "", "SentencePiece .model to ship ('' = the stage's own tokenizer.model)")
 
 
 def main(argv):

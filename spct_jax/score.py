@@ -46,7 +46,7 @@ def score_file(*, model: str, workdir: str, input: str, output: str, format: str
   print(f"[score] {stats.summary()}", flush=True)
   cfg = ConfigDict({"init": model, "tokenizer": tokenizer,
                     "model": {"dtype": dtype, "remat": False}})
-  tok = warmup.load_tokenizer(cfg)
+  tok = warmup.load_tokenizer(cfg, workdir)
   mcfg, params = eval_run.load_model(model, cfg, workdir)
   mesh = mesh_lib.make_mesh((-1, 1, 1))
   sampling = sampling_lib.Greedy() if temperature == 0 else sampling_lib.Temperature(temperature)

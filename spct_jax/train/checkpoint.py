@@ -74,14 +74,19 @@ def abstract_like(tree: Any) -> Any:
 
 # ---- Export: params only, plus the model config, readable without the training code's state.
 
-def export_params(params: Any, model_config: dict, directory: str) -> str:
-  """Writes `<directory>/params` (Orbax, params only) and `<directory>/model_config.json`."""
+def export_params(params: Any, model_config: dict, directory: str, tokenizer: Any = None) -> str:
+  """Writes `<directory>/params` (Orbax, params only), `<directory>/model_config.json` and, given
+  a `spct_jax.tokenizer.Tokenizer`, `<directory>/tokenizer.model` (what later stages and exports
+  of this model must tokenize with)."""
   directory = os.path.abspath(directory)
   os.makedirs(directory, exist_ok=True)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(directory, "params"), params, force=True)
   with open(os.path.join(directory, "model_config.json"), "w") as f:
     json.dump(model_config, f, indent=2, sort_keys=True)
+  if tokenizer is not None:
+    with open(os.path.join(directory, "tokenizer.model"), "wb") as f:
+      f.write(tokenizer.sp.serialized_model_proto())
   return directory
 
 

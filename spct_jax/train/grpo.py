@@ -93,7 +93,7 @@ def build_batch(rows, rewards: np.ndarray, *, pad_id: int, G: int) -> dict:
 def run(cfg, workdir: str) -> dict:
   t_start = time.perf_counter()
   out_dir = stages.stage_dir(workdir, cfg.stage)
-  tok = warmup.load_tokenizer(cfg)
+  tok = warmup.load_tokenizer(cfg, workdir)
   mcfg, params = stages.initial_params(cfg, workdir)
   mesh = mesh_lib.make_mesh(tuple(cfg.mesh.shape))
   g = cfg.grpo
@@ -157,7 +157,7 @@ def run(cfg, workdir: str) -> dict:
   with mesh_lib.activation_sharding(mesh):
     st, last = loop_lib.run(out_dir, st, step_fn, get_batch, warmup.loop_config(cfg), mesh,
                             eval_fn=eval_fn, desc="grpo")
-  ckpt_lib.export_params(jax.device_get(st.params), model_config.to_dict(mcfg), os.path.join(out_dir, "final"))
+  ckpt_lib.export_params(jax.device_get(st.params), model_config.to_dict(mcfg), os.path.join(out_dir, "final"), tok)
   summary = {"stage": "grpo", "steps": cfg.train.steps, "wall_seconds": time.perf_counter() - t_start,
              **{k: last[k] for k in ("reward", "accuracy", "valid_rate", "kl") if k in last},
              **{k: v for k, v in last.items() if k.startswith("val_")}}

@@ -115,7 +115,7 @@ def run(cfg, workdir: str) -> dict:
   t_start = time.perf_counter()
   out_dir = stages.stage_dir(workdir, cfg.stage)
   os.makedirs(out_dir, exist_ok=True)
-  tok = warmup.load_tokenizer(cfg)
+  tok = warmup.load_tokenizer(cfg, workdir)
   mcfg, grm_params = stages.initial_params(cfg, workdir)
   mesh = mesh_lib.make_mesh(tuple(cfg.mesh.shape))
   m = cfg.meta_rm
@@ -148,7 +148,7 @@ def run(cfg, workdir: str) -> dict:
     st, last = loop_lib.run(out_dir, st, step, loop_lib.batches_from(data, cfg.train.batch_size, cfg.seed, trim_multiple=64),
                             warmup.loop_config(cfg), mesh, eval_fn=eval_fn, desc="meta_rm")
   params = jax.device_get(st.params)
-  ckpt_lib.export_params(params, model_config.to_dict(mcfg), os.path.join(out_dir, "final"))
+  ckpt_lib.export_params(params, model_config.to_dict(mcfg), os.path.join(out_dir, "final"), tok)
   summary = {"stage": "meta_rm", "train_samples": len(data["label"]), "train_correct_rate": base_rate,
              "skipped_too_long": skipped, "steps": cfg.train.steps, "final_loss": last.get("loss"),
              "wall_seconds": time.perf_counter() - t_start,

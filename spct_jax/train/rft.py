@@ -9,6 +9,9 @@ kept set is capped (`rft.max_hinted_share`). Then SFT on the kept trajectories, 
 `rft.warmup_rows_per_item * rft.n_items` warm-up (teacher) rows (the paper mixes in general data).
 
 Statistics add up: seen = kept_items + too_easy + unsolved (hinted items count as kept).
+When nothing at all is kept (and no warm-up rows are mixed in) there is nothing to fine-tune on:
+the stage warns, says why, and its output is its input model (the chain goes on; GRPO's rewards
+then carry the signal).
 The kept trajectories are written to <workdir>/rft/trajectories.jsonl.
 """
 from __future__ import annotations
@@ -110,7 +113,7 @@ def run(cfg, workdir: str) -> dict:
   t_start = time.perf_counter()
   out_dir = stages.stage_dir(workdir, cfg.stage)
   os.makedirs(out_dir, exist_ok=True)
-  tok = warmup.load_tokenizer(cfg)
+  tok = warmup.load_tokenizer(cfg, workdir)
   mcfg, params = stages.initial_params(cfg, workdir)
   mesh = mesh_lib.make_mesh(tuple(cfg.mesh.shape))
   r = cfg.rft
@@ -140,21 +143,26 @@ def run(cfg, workdir: str) -> dict:
       json.dump(dataclasses.asdict(stats), f, indent=2)
   pairs = [(ex, text) for ex, text, _ in kept]
   n_mix = int(round(r.warmup_rows_per_item * r.n_items))
+  steps, rows, skipped, last = cfg.train.steps, {"tokens": []}, 0, {}
   if not pairs and not n_mix:
-    raise ValueError(f"RFT kept no trajectory ({dataclasses.asdict(stats)}) and rft.warmup_rows_per_item=0: "
-                     "nothing to train on; train the warm-up longer or enable rft.hinted")
-  if not pairs:
-    print(f"[rft] WARNING: no trajectory kept; training on {n_mix} warm-up rows only", flush=True)
-  if n_mix:
-    extra = synthetic.generate(n_mix, seed=cfg.seed + 17, difficulty=cfg.data.difficulty,
-                               n_responses=tuple(cfg.data.n_responses))
-    pairs += warmup.teacher_pairs(extra, cfg.seed + 17, cfg.data.error_rate, cfg.data.variant)
-  rows, skipped = warmup.sft_rows(pairs, tok, max_len=cfg.data.max_len, variant=cfg.data.variant,
-                                  style=cfg.data.style)
-  params, last = warmup.train_sft(cfg, mcfg, params, rows, out_dir, tok, mesh, "rft")
-  ckpt_lib.export_params(params, model_config.to_dict(mcfg), os.path.join(out_dir, "final"))
+    print(f"[rft] WARNING: no trajectory kept ({dataclasses.asdict(stats)}) and rft.warmup_rows_per_item=0: "
+          "nothing to fine-tune on, so this stage's output is its input model. The GRM cannot yet "
+          "solve these items: train the warm-up longer, enable rft.hinted, or check the prompt format "
+          "(data.style) against the model's.", flush=True)
+    steps = 0
+  else:
+    if not pairs:
+      print(f"[rft] WARNING: no trajectory kept; training on {n_mix} warm-up rows only", flush=True)
+    if n_mix:
+      extra = synthetic.generate(n_mix, seed=cfg.seed + 17, difficulty=cfg.data.difficulty,
+                                 n_responses=tuple(cfg.data.n_responses))
+      pairs += warmup.teacher_pairs(extra, cfg.seed + 17, cfg.data.error_rate, cfg.data.variant)
+    rows, skipped = warmup.sft_rows(pairs, tok, max_len=cfg.data.max_len, variant=cfg.data.variant,
+                                    style=cfg.data.style)
+    params, last = warmup.train_sft(cfg, mcfg, params, rows, out_dir, tok, mesh, "rft")
+  ckpt_lib.export_params(params, model_config.to_dict(mcfg), os.path.join(out_dir, "final"), tok)
   summary = {"stage": "rft", **{f"rft_{k}": v for k, v in dataclasses.asdict(stats).items()},
-             "sft_rows": len(rows["tokens"]), "skipped_too_long": skipped, "steps": cfg.train.steps,
+             "sft_rows": len(rows["tokens"]), "skipped_too_long": skipped, "steps": steps,
              "final_loss": last.get("loss"), "wall_seconds": time.perf_counter() - t_start,
              **{k: v for k, v in last.items() if k.startswith("val_")}}
   warmup.print_summary(summary)

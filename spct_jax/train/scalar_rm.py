@@ -96,7 +96,7 @@ def run(cfg, workdir: str) -> dict:
   t_start = time.perf_counter()
   out_dir = stages.stage_dir(workdir, cfg.stage)
   os.makedirs(out_dir, exist_ok=True)
-  tok = warmup.load_tokenizer(cfg)
+  tok = warmup.load_tokenizer(cfg, workdir)
   mcfg, lm_params = stages.initial_params(cfg, workdir)
   mesh = mesh_lib.make_mesh(tuple(cfg.mesh.shape))
   items = warmup.items(cfg, cfg.scalar_rm.n_items, cfg.seed + TRAIN_SEED_OFFSET)
@@ -116,7 +116,7 @@ def run(cfg, workdir: str) -> dict:
   with mesh_lib.activation_sharding(mesh):
     st, last = loop_lib.run(out_dir, st, step, loop_lib.batches_from(data, cfg.train.batch_size, cfg.seed),
                             warmup.loop_config(cfg), mesh, eval_fn=eval_fn, desc="scalar_rm")
-  ckpt_lib.export_params(jax.device_get(st.params), model_config.to_dict(mcfg), os.path.join(out_dir, "final"))
+  ckpt_lib.export_params(jax.device_get(st.params), model_config.to_dict(mcfg), os.path.join(out_dir, "final"), tok)
   summary = {"stage": "scalar_rm", "train_pairs": len(data["weight"]), "skipped_too_long": skipped,
              "steps": cfg.train.steps, "final_loss": last.get("loss"),
              "wall_seconds": time.perf_counter() - t_start,

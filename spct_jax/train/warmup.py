@@ -32,12 +32,17 @@ from spct_jax.train import step as step_lib
 VAL_SEED_OFFSET = 1_000_003  # held-out items come from a different generator seed
 
 
-def load_tokenizer(cfg) -> Tokenizer:
-  """cfg.tokenizer, else the folder's tokenizer.model when starting from HF weights or an export,
-  else the bundled one."""
+def load_tokenizer(cfg, workdir: str | None = None) -> Tokenizer:
+  """cfg.tokenizer, else the tokenizer.model of the model cfg.init starts from (a Hugging Face
+  folder, an export, or another stage's final/ in `workdir`, which every stage writes), else the
+  bundled one."""
   path = cfg.tokenizer
-  if not path and (cfg.init.startswith("hf:") or cfg.init.startswith("export:")):
-    candidate = os.path.join(cfg.init.split(":", 1)[1], "tokenizer.model")
+  kind, _, where = cfg.init.partition(":")
+  folder = {"hf": where, "export": where}.get(kind)
+  if kind == "stage" and workdir is not None:
+    folder = os.path.join(stages.stage_dir(workdir, where), "final")
+  if not path and folder:
+    candidate = os.path.join(folder, "tokenizer.model")
     path = candidate if os.path.exists(candidate) else ""
   return Tokenizer.load(path or None)
 
@@ -149,7 +154,7 @@ def loop_config(cfg) -> loop_lib.LoopConfig:
 def run(cfg, workdir: str) -> dict:
   t_start = time.perf_counter()
   out_dir = stages.stage_dir(workdir, cfg.stage)
-  tok = load_tokenizer(cfg)
+  tok = load_tokenizer(cfg, workdir)
   mcfg, params = stages.initial_params(cfg, workdir)
   if mcfg.vocab_size < tok.vocab_size:
     raise ValueError(f"tokenizer has {tok.vocab_size} pieces but the model's vocab_size is {mcfg.vocab_size}")
@@ -165,7 +170,7 @@ def run(cfg, workdir: str) -> dict:
   print(f"[warmup] {len(rows['tokens'])} training critiques ({n_tokens} target tokens); "
         f"{skipped} skipped as longer than data.max_len={cfg.data.max_len}", flush=True)
   params, last = train_sft(cfg, mcfg, params, rows, out_dir, tok, mesh, "warmup")
-  ckpt_lib.export_params(params, model_config.to_dict(mcfg), os.path.join(out_dir, "final"))
+  ckpt_lib.export_params(params, model_config.to_dict(mcfg), os.path.join(out_dir, "final"), tok)
   summary = {"stage": "warmup", "train_items": len(rows["tokens"]), "skipped_too_long": skipped,
              "steps": cfg.train.steps, "final_loss": last.get("loss"),
              "wall_seconds": time.perf_counter() - t_start,
