@@ -27,6 +27,8 @@ def get_config():
   c.init = "stage:grpo"           # the GRM: stage:<name> | export:<dir> | hf:<dir>
   c.meta_rm = "stage:meta_rm"     # meta RM for guided voting ("" = none)
   c.scalar_rm = "stage:scalar_rm"  # the Bradley-Terry baseline ("" = none)
+  c.no_principles = ""            # baseline GRM trained without principles, e.g. export:runs/np/grpo/final
+                                  # (prompted with the no_principles variant; "" = none)
   c.name = ""                     # results go to <workdir>/eval/<name> ("" = from init)
   c.data.n_responses = (2, 3, 4)  # synthetic test items: pairwise and multi-response
   c.eval.n = 128                  # items (0 = every item of a file)

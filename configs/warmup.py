@@ -20,6 +20,7 @@ def get_config() -> ConfigDict:
   c.init = "scratch"        # scratch | hf:<folder> | export:<folder> | stage:<name>
   c.seed = 0
   c.smoke = False           # shrink every size (tiny preset, a few steps); same code path
+  c.bundled = True          # install the package's bundled result of this exact config, if any
 
   c.model = ConfigDict()
   c.model.preset = "small"  # spct_jax.model.config.PRESETS
@@ -37,7 +38,7 @@ def get_config() -> ConfigDict:
   c.data.format = ""            # for files: "" (auto) | grm | rewardbench | ppe_human | ppe_correctness
   c.data.val_source = ""        # held-out items: "" = synthetic (another seed) | a file like data.source
   c.data.skip_invalid = False   # skip (and count) bad records instead of stopping at the first
-  c.data.n_train = 4096         # synthetic items for training
+  c.data.n_train = 16384        # synthetic items for training
   c.data.n_val = 256            # held-out synthetic items (another seed) for validation
   c.data.error_rate = 0.0       # teacher's rate of wrong (but well-formed) judgements
   c.data.difficulty = 1
@@ -45,6 +46,7 @@ def get_config() -> ConfigDict:
   c.data.style = "compact"      # GRM prompt style: compact (CPU default) | paper (appendix G)
   c.data.variant = "principles"  # principles | no_principles
   c.data.max_len = 384          # tokens of prompt + critique; longer items are counted and skipped
+  c.data.prompt_loss_weight = 1.0  # warm-up only: weight of the prompt tokens as LM targets (0 = critique only)
 
   c.opt = ConfigDict()
   c.opt.lr = 3e-3
@@ -58,12 +60,12 @@ def get_config() -> ConfigDict:
   c.opt.clip_norm = 1.0
 
   c.train = ConfigDict()
-  c.train.batch_size = 32       # global batch (sequences); split over the mesh's data axes
+  c.train.batch_size = 16       # global batch (sequences); split over the mesh's data axes
   c.train.micro_batches = 1     # gradient accumulation inside the step (exact)
-  c.train.steps = 600
+  c.train.steps = 2000
   c.train.log_every = 10
   c.train.ckpt_every = 100
-  c.train.eval_every = 0        # 0 = evaluate at the end only
+  c.train.eval_every = 500      # 0 = evaluate at the end only
 
   c.eval = ConfigDict()
   c.eval.n = 128                # validation items judged by sampling at the end of the stage

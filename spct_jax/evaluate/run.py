@@ -32,10 +32,11 @@ import numpy as np
 from spct_jax import evaluate
 from spct_jax import judge as judge_lib
 from spct_jax import sampling as sampling_lib
-from spct_jax.data import sources, synthetic
+from spct_jax.data import pipeline, sources, synthetic
 from spct_jax.data.example import GRMExample
 from spct_jax.model import config as model_config
 from spct_jax.model import hf
+from spct_jax.grm import scores as scores_lib
 from spct_jax.train import mesh as mesh_lib
 from spct_jax.train import meta_rm as meta_rm_lib
 from spct_jax.train import scalar_rm as scalar_rm_lib
@@ -124,7 +125,6 @@ def meta_scores(examples: Sequence[GRMExample], judgements: Sequence[judge_lib.J
       ids.append(x)
       where.append((e, s))
   if ids:
-    from spct_jax.data import pipeline
     tokens, mask = pipeline.pad_right(ids, tok.pad_id)
     fn = meta_rm_lib.score_fn(mcfg)
     for (e, s), v in zip(where, meta_rm_lib.score_rows(fn, params, tokens, mask, batch_size)):
@@ -188,11 +188,10 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
     raw, too_long = meta_scores(exs, pool, mcfg=rcfg, params=rparams, tok=tok, max_len=cfg.data.max_len + e.max_new_tokens,
                                 style=cfg.data.style, batch_size=e.sampler_batch)
     meta = _finite_meta(raw)
-    flat_ok = [bool(ok) for ex, j in zip(exs, pool) for ok in
-               (s is not None and _is_correct(s, ex) for s in j.scores)]
-    flat_meta = [v for row in raw for v in row]
+    scored = [(v, scores_lib.is_correct(s, ex.label, ex.n)) for ex, j, row in zip(exs, pool, raw)
+              for s, v in zip(j.scores, row) if np.isfinite(v)]
     results["meta_rm"] = {"model": cfg.meta_rm, "too_long": too_long,
-                          "auc": evaluate.roc_auc([v if np.isfinite(v) else -1e9 for v in flat_meta], flat_ok)}
+                          "auc": evaluate.roc_auc([v for v, _ in scored], [ok for _, ok in scored])}
 
   results["greedy"] = evaluate.pool_metrics(exs, scores_greedy, seed=cfg.seed, n_boot=e.n_boot)
   results[f"voting@{e.pool}"] = evaluate.pool_metrics(exs, scores_pool, "sum", seed=cfg.seed, n_boot=e.n_boot)
@@ -202,6 +201,8 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
                                 None if meta is None else [meta[i] for i in ranked],
                                 ks=tuple(k for k in e.ks if k <= e.pool), n_draws=e.n_draws, seed=cfg.seed,
                                 n_boot=e.n_boot)
+  if cfg.get("no_principles", ""):
+    results["no_principles"] = no_principles_baseline(cfg, workdir, exs, ranked, curve, common)
   results["curve"] = curve.as_dict()
 
   extra = {"greedy": results["greedy"]["accuracy"]}
@@ -239,9 +240,22 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
   return results
 
 
-def _is_correct(scores, ex: GRMExample) -> bool:
-  from spct_jax.grm import scores as scores_lib
-  return scores_lib.is_correct(scores, ex.label, ex.n)
+def no_principles_baseline(cfg, workdir: str, exs, ranked, curve, common: dict) -> dict:
+  """The "GRM without principles" baseline: the GRM cfg.no_principles names, prompted and sampled
+  like the main one with the no_principles variant; its sum-voting curve joins `curve` as the
+  method "no principles" (same items, ks, draws)."""
+  e = cfg.eval
+  ncfg, nparams = load_model(cfg.no_principles, cfg, workdir)
+  kw = {**common, "cfg": ncfg, "params": nparams, "variant": "no_principles"}
+  greedy = sample_pool(exs, k=1, sampling=sampling_lib.Greedy(), seed=cfg.seed, **kw)
+  pool = sample_pool(exs, k=e.pool, sampling=sampling_lib.Temperature(e.temperature), seed=cfg.seed + 1, **kw)
+  c = evaluate.voting_curve([exs[i] for i in ranked], [pool[i].scores for i in ranked], ks=curve.ks,
+                            n_draws=e.n_draws, seed=cfg.seed, n_boot=e.n_boot)
+  curve.accuracy["no principles"], curve.ci["no principles"] = c.accuracy["sum"], c.ci["sum"]
+  return {"model": cfg.no_principles,
+          "greedy": evaluate.pool_metrics(exs, [j.scores for j in greedy], seed=cfg.seed, n_boot=e.n_boot),
+          f"voting@{e.pool}": evaluate.pool_metrics(exs, [j.scores for j in pool], "sum", seed=cfg.seed,
+                                                    n_boot=e.n_boot)}
 
 
 def _unique_best(values: list[float] | None) -> int:
@@ -266,6 +280,10 @@ def summary_rows(results: dict, pool: int) -> dict:
   rows["greedy mean score: others"] = g.get("score_others")
   if "meta_rm" in results:
     rows["meta RM AUC (correct vs not)"] = results["meta_rm"]["auc"]
+  if "no_principles" in results:
+    for key in ("greedy", f"voting@{pool}"):
+      rows[f"no principles {key} accuracy"] = results["no_principles"][key]["accuracy"]
+      rows[f"no principles {key} accuracy_ci"] = results["no_principles"][key].get("accuracy_ci")
   if "scalar_rm" in results:
     rows["scalar RM accuracy"] = results["scalar_rm"]["accuracy"]
     rows["scalar RM accuracy_ci"] = results["scalar_rm"]["accuracy_ci"]

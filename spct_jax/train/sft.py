@@ -4,8 +4,10 @@ Used by the warm-up stage (teacher trajectories) and by RFT (kept trajectories).
     tokens    [B, T] int32  prompt + completion, right-padded
     pad_mask  [B, T] bool   True on real tokens
     loss_mask [B, T] bool   True on completion tokens (the targets), False on prompt and padding
+                            (or float32 weights: the warm-up from scratch also weighs the prompt)
 The loss is the summed negative log-likelihood of the masked tokens divided by their number in
-the global batch (a (sum, count) pair, so gradient accumulation stays exact).
+the global batch (the sum of the weights; a (sum, count) pair, so gradient accumulation stays
+exact).
 """
 from __future__ import annotations
 

@@ -8,7 +8,9 @@ Each stage writes into <workdir>/<stage>/:
 
 A config's `init` says where the stage starts: `scratch`, `hf:<folder>` (Hugging Face weights),
 `export:<folder>` (an exported model) or `stage:<name>` (the `final/` of another stage in the same
-workdir, which `run_chain` runs first when it is missing).
+workdir, which `run_chain` runs first when it is missing). A stage whose config matches a result
+bundled in the package (spct_jax/train/bundled.py: the embedded default's warm-up) installs it
+instead of training.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from ml_collections import ConfigDict
 from spct_jax.model import config as model_config
 from spct_jax.model import hf
 from spct_jax.model import transformer
+from spct_jax.train import bundled
 from spct_jax.train import checkpoint as ckpt_lib
 
-SHARED_SECTIONS = ("model", "tokenizer", "mesh", "seed", "smoke")
+SHARED_SECTIONS = ("model", "tokenizer", "mesh", "seed", "smoke", "bundled")
 
 
 def stage_dir(workdir: str, stage: str) -> str:
@@ -166,7 +169,15 @@ def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict |
     raise KeyError(f"config stage={cfg.stage!r}; known stages: {sorted(stage_fns)}")
   if cfg.smoke:
     cfg = shrink(cfg)
-  summary = stage_fns[cfg.stage](cfg, workdir)
+  folder = bundled.find(cfg)
+  if folder is not None:
+    from spct_jax.train import warmup
+    summary = bundled.install(cfg, folder, stage_dir(workdir, cfg.stage), warmup.load_tokenizer(cfg, workdir))
+    print(f"[chain] {cfg.stage}: installed the bundled result of this exact config ({folder}: trained in "
+          f"{summary.get('wall_seconds', 0) / 60:.0f} min, {summary.get('measured_on', 'see its summary.json')}). "
+          f"Pass --config.bundled=False to train it here instead.", flush=True)
+  else:
+    summary = stage_fns[cfg.stage](cfg, workdir)
   with open(os.path.join(stage_dir(workdir, cfg.stage), "summary.json"), "w") as f:
     json.dump(summary, f, indent=2, sort_keys=True)
   print(f"\nHeld-out accuracy by stage ({workdir}):\n{stage_table(workdir)}\n", flush=True)

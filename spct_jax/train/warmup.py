@@ -61,10 +61,20 @@ def items(cfg, n: int, seed: int, split: str = "train") -> list:
   return [examples[i] for i in order]
 
 
-def sft_rows(pairs, tok, *, max_len: int, variant: str, style: str) -> tuple[dict[str, np.ndarray], int]:
+def sft_rows(pairs, tok, *, max_len: int, variant: str, style: str, prompt_weight: float = 0.0
+             ) -> tuple[dict[str, np.ndarray], int]:
   """(example as shown, critique) pairs -> right-padded SFT rows (`pipeline.batch_sft`) and the
-  number of items left out as too long (reported, never silent)."""
+  number of items left out as too long (reported, never silent).
+
+  prompt_weight > 0: the prompt's tokens are targets too, with this weight (loss_mask becomes
+  float32: 1 on the critique, prompt_weight on the prompt, 0 on padding). Training from scratch,
+  this language-modelling signal on the tasks' own text (tables, dialogues, responses that copy
+  facts) is the stand-in for pre-training: it teaches the model to read and copy, which judging
+  needs; fine-tuning a pretrained model keeps the default 0 (completion tokens only)."""
   rows, stats = pipeline.batch_sft(pairs, tok, max_len=max_len, variant=variant, style=style)
+  if prompt_weight:
+    prompt = rows["pad_mask"] & ~rows["loss_mask"]
+    rows["loss_mask"] = rows["loss_mask"].astype(np.float32) + np.float32(prompt_weight) * prompt
   if stats.truncated or stats.too_long:
     print(f"[data] length policy: {stats.summary()}", flush=True)
   if not len(rows["tokens"]):
@@ -165,8 +175,9 @@ def run(cfg, workdir: str) -> dict:
   train = synthetic.generate(cfg.data.n_train, seed=cfg.seed, difficulty=cfg.data.difficulty,
                              n_responses=tuple(cfg.data.n_responses))
   pairs = teacher_pairs(train, cfg.seed, cfg.data.error_rate, cfg.data.variant)
-  rows, skipped = sft_rows(pairs, tok, max_len=cfg.data.max_len, variant=cfg.data.variant, style=cfg.data.style)
-  n_tokens = int(rows["loss_mask"].sum())
+  rows, skipped = sft_rows(pairs, tok, max_len=cfg.data.max_len, variant=cfg.data.variant, style=cfg.data.style,
+                           prompt_weight=cfg.data.get("prompt_loss_weight", 0.0))
+  n_tokens = int((rows["loss_mask"] > 0).sum())
   print(f"[warmup] {len(rows['tokens'])} training critiques ({n_tokens} target tokens); "
         f"{skipped} skipped as longer than data.max_len={cfg.data.max_len}", flush=True)
   params, last = train_sft(cfg, mcfg, params, rows, out_dir, tok, mesh, "warmup")

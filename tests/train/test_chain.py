@@ -40,7 +40,8 @@ def test_grpo_config_runs_the_chain_in_smoke_mode(chain):
 
 def test_evaluate_trains_what_it_needs_and_writes_every_output(chain):
   workdir, _ = chain
-  proc = _run("spct_jax.evaluate", "--config=configs/eval.py", "--config.smoke=True", f"--workdir={workdir}")
+  proc = _run("spct_jax.evaluate", "--config=configs/eval.py", "--config.smoke=True", f"--workdir={workdir}",
+              f"--config.no_principles=export:{workdir / 'rft' / 'final'}")
   for stage in ("meta_rm", "scalar_rm"):  # missing from the workdir: trained first
     summary = json.loads((workdir / stage / "summary.json").read_text())
     assert summary["stage"] == stage and summary["steps"] == 3
@@ -49,7 +50,9 @@ def test_evaluate_trains_what_it_needs_and_writes_every_output(chain):
   pool = results["pool"]
   assert results["n_items"] == 4 and pool == 4
   assert {"greedy", f"voting@{pool}", f"mode_voting@{pool}", "curve", "meta_rm", "scalar_rm"} <= set(results)
-  assert results["curve"]["ks"] == [1, 2, 4] and set(results["curve"]["accuracy"]) == {"sum", "mode", "meta"}
+  assert results["curve"]["ks"] == [1, 2, 4]
+  assert set(results["curve"]["accuracy"]) == {"sum", "mode", "meta", "no principles"}
+  assert results["no_principles"]["model"].startswith("export:") and "greedy" in results["no_principles"]
   assert 0.0 <= results["greedy"]["valid_rate"] <= 1.0
   assert (out / "curve.png").stat().st_size > 1000
   assert "| k | sum | mode | meta |" in (out / "results.md").read_text()

@@ -1,0 +1,74 @@
+"""Bundled stage results: fingerprints, save -> find -> install, and the shipped warm-up matches
+configs/warmup.py exactly (editing that config without rebundling fails here)."""
+import json
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from spct_jax.model import config as model_config
+from spct_jax.model import transformer
+from spct_jax.tokenizer import Tokenizer
+from spct_jax.train import bundled, checkpoint as ckpt_lib, stages
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _cfg():
+  return stages.load_config(str(ROOT / "configs" / "warmup.py"))
+
+
+def test_fingerprint_ignores_logging_and_sees_everything_else():
+  cfg = _cfg()
+  base = bundled.fingerprint(cfg)
+  for key, value in (("train.log_every", 3), ("train.ckpt_every", 7), ("bundled", False),
+                     ("checkpoint.keep_last", 9)):
+    other = cfg.copy_and_resolve_references()
+    section, _, leaf = key.rpartition(".")
+    (other[section] if section else other)[leaf] = value
+    assert bundled.fingerprint(other) == base, key
+  for key, value in (("seed", 1), ("train.steps", 5), ("model.preset", "tiny"), ("data.prompt_loss_weight", 0.5)):
+    other = cfg.copy_and_resolve_references()
+    section, _, leaf = key.rpartition(".")
+    (other[section] if section else other)[leaf] = value
+    assert bundled.fingerprint(other) != base, key
+  assert bundled.fingerprint(stages.shrink(cfg)) != base  # smoke mode never installs it
+
+
+def test_save_find_install_round_trip(tmp_path, monkeypatch):
+  cfg = _cfg()
+  mcfg = model_config.get_config("tiny")
+  params = transformer.init_params(mcfg, jax.random.key(0))
+  stage = tmp_path / "work" / "warmup"
+  ckpt_lib.export_params(params, model_config.to_dict(mcfg), str(stage / "final"))
+  monkeypatch.setattr(bundled, "_root", lambda: str(tmp_path / "assets"))
+  bundled.save(cfg, str(stage), {"stage": "warmup", "val_accuracy": 0.5, "wall_seconds": 60.0},
+               str(tmp_path / "assets" / "warmup"))
+  assert bundled.find(cfg) == str(tmp_path / "assets" / "warmup")
+  off = cfg.copy_and_resolve_references()
+  off.bundled = False
+  assert bundled.find(off) is None
+  moved = cfg.copy_and_resolve_references()
+  moved.seed = 3
+  assert bundled.find(moved) is None
+  summary = bundled.install(cfg, bundled.find(cfg), str(tmp_path / "other" / "warmup"), Tokenizer.load())
+  assert summary["bundled"] is True and summary["val_accuracy"] == 0.5
+  got, got_cfg = ckpt_lib.load_params(str(tmp_path / "other" / "warmup" / "final"))
+  assert got_cfg == model_config.to_dict(mcfg)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert (tmp_path / "other" / "warmup" / "final" / "tokenizer.model").exists()
+
+
+def test_the_shipped_warmup_is_the_result_of_configs_warmup():
+  folder = pathlib.Path(bundled._root()) / "warmup"
+  if not folder.exists():
+    pytest.skip("no bundled warm-up in this checkout")
+  assert bundled.find(_cfg()) == str(folder), "configs/warmup.py changed: rebuild with scripts/bundle_stage.py"
+  summary = json.loads((folder / "summary.json").read_text())
+  assert summary["steps"] == _cfg().train.steps and "val_accuracy" in summary
+  params, mcfg, _ = bundled.load(str(folder))
+  assert model_config.from_dict(mcfg) == model_config.get_config(_cfg().model.preset)
+  assert sum(np.asarray(x).size for x in jax.tree.leaves(params)) == transformer.param_count(model_config.from_dict(mcfg))
