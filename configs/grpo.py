@@ -23,7 +23,7 @@ def get_config():
   c.data.n_responses = (2, 3, 4)   # GRPO items: pairwise and multi-response
   c.grpo = dict(
       n_items=2048,          # pool of training items (own seed)
-      prompts_per_step=8,    # B items per step
+      prompts_per_step=4,    # B items per step
       group_size=8,          # G critiques per item (the seed's k/G)
       temperature=1.0,       # rollout temperature
       max_new_tokens=160,    # rollout budget
@@ -34,10 +34,11 @@ def get_config():
       mu=1,                  # inner updates per rollout batch
       sampler_batch=32,      # prompts per sampler call
   )
-  c.train.batch_size = 64    # = prompts_per_step * group_size rollout rows
-  c.train.steps = 60
+  c.train.batch_size = 32    # = prompts_per_step * group_size rollout rows
+  c.train.steps = 40
   c.train.ckpt_every = 20
-  c.opt.lr = 2e-5
+  c.train.eval_every = 0
+  c.opt.lr = 1e-4
   c.opt.warmup_steps = 5
   c.opt.weight_decay = 0.0
   return c

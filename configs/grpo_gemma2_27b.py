@@ -1,7 +1,7 @@
 """GRPO of Gemma-2-27B as a GRM: configs/grpo_gemma2_2b.py with the 27B shapes.
 
 Run:   python -m spct_jax.train --config=configs/grpo_gemma2_27b.py --config.data.source=/data/prefs.jsonl \
-           --workdir=gs://bucket/run   (the RFT stage, configs/rft_gemma2.py, takes the HF folder)
+           --workdir=/mnt/shared/run   (the RFT stage, configs/rft_gemma2.py, takes the HF folder)
 """
 import os
 import sys

@@ -4,7 +4,7 @@ Chain: RFT from local Hugging Face weights (configs/rft_gemma2.py), then GRPO wi
 beta 0.1, G = 16 (the seed's), KL k3, bf16 compute with float32 master weights and optimizer.
 
 Run:   python -m spct_jax.train --config=configs/grpo_gemma2_2b.py \
-           --config.init=stage:rft --config.data.source=/data/prefs.jsonl --workdir=gs://bucket/run
+           --config.init=stage:rft --config.data.source=/data/prefs.jsonl --workdir=/mnt/shared/run
        (set the Hugging Face folder with --config.init=hf:/data/gemma-2-2b-it on the RFT stage,
         i.e. run configs/rft_gemma2.py first, or put the folder in that config)
 """

@@ -30,8 +30,9 @@ def get_config():
       warmup_rows_per_item=0.25,  # teacher rows mixed in: this many per sampled item
       sampler_batch=32,
   )
-  c.train.steps = 150
-  c.train.ckpt_every = 50
+  c.train.steps = 60
+  c.train.ckpt_every = 20
+  c.train.eval_every = 0
   c.opt.lr = 5e-4
   c.opt.warmup_steps = 10
   return c

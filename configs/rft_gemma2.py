@@ -7,7 +7,7 @@ nothing is downloaded at run time. Data: a RewardBench/PPE/JSONL file (`data.sou
 mesh on fsdp by default (`--config.mesh.shape="(1,-1,1)"`; add tensor parallelism for 27B).
 
 Run:   python -m spct_jax.train --config=configs/rft_gemma2.py --config.init=hf:/data/gemma-2-2b-it \
-           --config.data.source=/data/prefs.jsonl --workdir=gs://bucket/run
+           --config.data.source=/data/prefs.jsonl --workdir=/mnt/shared/run
 """
 import os
 import sys

@@ -28,6 +28,7 @@ def get_config():
   c.train.batch_size = 32
   c.train.steps = 150
   c.train.ckpt_every = 50
+  c.train.eval_every = 0
   c.opt.lr = 3e-4
   c.opt.warmup_steps = 10
   c.opt.weight_decay = 0.0

@@ -2,6 +2,7 @@
 
     <workdir>/<stage>/metrics.jsonl       {"step": 10, "loss": 1.23, ...} per line
     <workdir>/<stage>/tb/events.out...    scalars for `tensorboard --logdir <workdir>`
+On several hosts only process 0 writes (every host computes the same global metrics).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import time
 from typing import Mapping
 
+import jax
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -18,6 +20,9 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 class MetricsWriter:
   def __init__(self, directory: str):
+    self.enabled = jax.process_index() == 0
+    if not self.enabled:
+      return
     os.makedirs(directory, exist_ok=True)
     self.path = os.path.join(directory, "metrics.jsonl")
     self._jsonl = open(self.path, "a")
@@ -27,6 +32,8 @@ class MetricsWriter:
     """One JSONL line and one event; a None value (a metric undefined on this data, e.g. an
     AUC with one class) is written as NaN to the JSONL and left out of TensorBoard."""
     scalars = {k: float("nan") if v is None else _scalar(v) for k, v in metrics.items()}
+    if not self.enabled:
+      return
     self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
     self._jsonl.flush()
     values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()
@@ -35,6 +42,8 @@ class MetricsWriter:
                                        summary=summary_pb2.Summary(value=values)))
 
   def close(self) -> None:
+    if not self.enabled:
+      return
     self._jsonl.close()
     self._tb.flush()
     self._tb.close()

@@ -129,18 +129,24 @@ def stage_table(workdir: str, names=("warmup", "rft", "grpo")) -> str:
   """Held-out accuracy of every finished stage in `workdir`, as a Markdown table."""
   lines = ["| stage | steps | wall (s) | valid format | accuracy greedy | accuracy voting@k |",
            "|---|---|---|---|---|---|"]
+  chance = None
   for name in names:
     path = os.path.join(stage_dir(workdir, name), "summary.json")
     if not os.path.exists(path):
       continue
     with open(path) as f:
       s = json.load(f)
+    chance = s.get("val_chance", chance)
+    if s.get("bundled"):
+      name += " (bundled)"
     voting = {k: v for k, v in s.items() if k.startswith("val_voting@") and k.endswith("_accuracy")}
     vk, vv = next(iter(voting.items()), ("", None))
     k = vk[len("val_voting@"):-len("_accuracy")] if vk else "?"
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"
     lines.append(f"| {name} | {s.get('steps')} | {s.get('wall_seconds', 0):.0f} | {fmt(s.get('val_valid_rate'))} | "
                  f"{fmt(s.get('val_accuracy'))} | {fmt(vv)} (k={k}) |")
+  if chance is not None:
+    lines.append(f"\nChance on these held-out items (a uniformly random pick): {100 * chance:.1f}%.")
   return "\n".join(lines)
 
 

@@ -127,6 +127,7 @@ def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, st
   voted = judge_lib.judge(examples, k=cfg.eval.k, sampling=sampling_lib.Temperature(cfg.eval.temperature), **common)
   g, v = judgement_metrics(examples, greedy), judgement_metrics(examples, voted)
   return {"val_accuracy": g["accuracy"], "val_valid_rate": g["valid_rate"],
+          "val_chance": float(np.mean([1.0 / ex.n if ex.n >= 2 else 0.0 for ex in examples])),
           f"val_voting@{cfg.eval.k}_accuracy": v["accuracy"], f"val_voting@{cfg.eval.k}_valid_rate": v["valid_rate"],
           "eval_seconds": time.perf_counter() - t0}
 

@@ -33,6 +33,8 @@ def test_grpo_config_runs_the_chain_in_smoke_mode(chain):
   rft = json.loads((tmp_path / "rft" / "rft_stats.json").read_text())
   assert rft["seen"] == rft["kept_items"] + rft["too_easy"] + rft["unsolved"]
   assert "Held-out accuracy by stage" in proc.stdout and "| grpo |" in proc.stdout
+  assert "Chance on these held-out items" in proc.stdout
+  assert "installed the bundled result" not in proc.stdout  # smoke mode changes the warm-up config: it trains
   # rerunning a finished chain does nothing but report
   again = _run("spct_jax.train", "--config=configs/grpo.py", "--config.smoke=True", f"--workdir={tmp_path}")
   assert "grpo is already done" in again.stdout
