@@ -32,13 +32,13 @@ def get_config():
       kl_estimator="k3",     # k1 | k2 | k3
       aggregation="token-mean",  # token-mean | sequence-mean-token-mean (paper)
       mu=1,                  # inner updates per rollout batch
-      sampler_batch=32,      # prompts per sampler call
+      sampler_batch=8,       # prompts per sampler call (a step has few; padding costs)
   )
   c.train.batch_size = 32    # = prompts_per_step * group_size rollout rows
-  c.train.steps = 40
+  c.train.steps = 30
   c.train.ckpt_every = 20
   c.train.eval_every = 0
-  c.opt.lr = 1e-4
+  c.opt.lr = 2e-4
   c.opt.warmup_steps = 5
   c.opt.weight_decay = 0.0
   return c

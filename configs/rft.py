@@ -21,7 +21,7 @@ def get_config():
   c.init = "stage:warmup"
   c.data.n_responses = (2, 3, 4)
   c.rft = dict(
-      n_items=512,           # training items sampled (own seed)
+      n_items=320,           # training items sampled (own seed)
       n_samples=5,           # N_RFT critiques per item (seed 5; paper 3)
       temperature=1.0,
       max_new_tokens=160,
