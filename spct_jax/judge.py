@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from spct_jax import sampling as sampling_lib
 from spct_jax.data import pipeline
@@ -66,11 +67,12 @@ def plan_requests(examples: Sequence[GRMExample], k: int, seed: int) -> list[Req
 def sample_requests(requests: Sequence[Request], *, cfg, params, tok, rng: jax.Array,
                     sampling: Any, max_new_tokens: int, variant: str = "principles",
                     style: str = "compact", batch_size: int = 32, mesh=None,
-                    max_prompt_len: int | None = None) -> list[dict]:
+                    max_prompt_len: int | None = None, desc: str | None = None) -> list[dict]:
   """Runs the sampler over requests in batches of `batch_size` prompts (all with the same k).
 
   Returns one dict per request: prompt (ids), tokens [k', N], lengths [k'], logprobs [k', N], done [k'].
   The last batch is filled with copies of its first prompt so every call has the same shape.
+  desc: a progress bar (tqdm, on a terminal) over the sampler calls, with this label.
   Under a mesh, batch_size is rounded up so that the batch_size * k rows split over its data axes.
   """
   if not requests:
@@ -90,7 +92,10 @@ def sample_requests(requests: Sequence[Request], *, cfg, params, tok, rng: jax.A
                        f"(first: item {requests[too_long[0]].item}, {len(ids[too_long[0]])} tokens)")
   stop = tuple(dict.fromkeys((tok.eos_id, *tok.end_of_turn_ids)))
   out = []
-  for start in range(0, len(ids), batch_size):
+  starts = range(0, len(ids), batch_size)
+  if desc is not None:
+    starts = tqdm(starts, desc=desc, unit="call", leave=False, disable=None, dynamic_ncols=True)
+  for start in starts:
     chunk = ids[start:start + batch_size]
     real = len(chunk)
     chunk = chunk + [chunk[0]] * (batch_size - real)
@@ -127,12 +132,12 @@ def sample_all(requests: Sequence[Request], *, seed: int, **kwargs) -> list[dict
 def judge(examples: Sequence[GRMExample], *, cfg, params, tok, k: int = 1,
           sampling: Any = sampling_lib.Greedy(), max_new_tokens: int = 256, seed: int = 0,
           variant: str = "principles", style: str = "compact", batch_size: int = 32,
-          mesh=None) -> list[Judgement]:
+          mesh=None, desc: str | None = None) -> list[Judgement]:
   """k critiques for every example, parsed and mapped back to the original response order."""
   requests = plan_requests(examples, k, seed)
   results = sample_all(requests, seed=seed, cfg=cfg, params=params, tok=tok, sampling=sampling,
                        max_new_tokens=max_new_tokens, variant=variant, style=style,
-                       batch_size=batch_size, mesh=mesh)
+                       batch_size=batch_size, mesh=mesh, desc=desc)
   judgements = [Judgement([], [], []) for _ in examples]
   for r, o in zip(requests, results):
     j = judgements[r.item]

@@ -168,10 +168,11 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
   common = dict(cfg=mcfg, params=params, tok=tok, max_new_tokens=e.max_new_tokens, variant=cfg.data.variant,
                 style=cfg.data.style, batch_size=e.sampler_batch, mesh=mesh)
   t0 = time.perf_counter()
-  greedy = sample_pool(exs, k=1, sampling=sampling_lib.Greedy(), seed=cfg.seed, **common)
+  greedy = sample_pool(exs, k=1, sampling=sampling_lib.Greedy(), seed=cfg.seed, desc="eval greedy", **common)
   t_greedy = time.perf_counter() - t0
   t0 = time.perf_counter()
-  pool = sample_pool(exs, k=e.pool, sampling=sampling_lib.Temperature(e.temperature), seed=cfg.seed + 1, **common)
+  pool = sample_pool(exs, k=e.pool, sampling=sampling_lib.Temperature(e.temperature), seed=cfg.seed + 1,
+                     desc=f"eval pool of {e.pool}", **common)
   t_pool = time.perf_counter() - t0
   n_tokens = sum(len(tok.encode(t)) for j in pool for t in j.texts)
   print(f"[eval] {len(exs)} items: greedy in {t_greedy:.0f}s, {e.pool} samples each in {t_pool:.0f}s "
@@ -223,7 +224,7 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
           evaluate.pool_correct(exs, sc).astype(float), [ex.family for ex in exs])
   if data.best_of_k:
     singles, owner = _singles(data.best_of_k)
-    rated = sample_pool(singles, k=1, sampling=sampling_lib.Greedy(), seed=cfg.seed, **common)
+    rated = sample_pool(singles, k=1, sampling=sampling_lib.Greedy(), seed=cfg.seed, desc="eval best-of-K", **common)
     per_item: list[list[float] | None] = [[0.0] * len(it.responses) for it in data.best_of_k]
     for (b, i), j in zip(owner, rated):
       if per_item[b] is not None:
@@ -247,8 +248,9 @@ def no_principles_baseline(cfg, workdir: str, exs, ranked, curve, common: dict) 
   e = cfg.eval
   ncfg, nparams = load_model(cfg.no_principles, cfg, workdir)
   kw = {**common, "cfg": ncfg, "params": nparams, "variant": "no_principles"}
-  greedy = sample_pool(exs, k=1, sampling=sampling_lib.Greedy(), seed=cfg.seed, **kw)
-  pool = sample_pool(exs, k=e.pool, sampling=sampling_lib.Temperature(e.temperature), seed=cfg.seed + 1, **kw)
+  greedy = sample_pool(exs, k=1, sampling=sampling_lib.Greedy(), seed=cfg.seed, desc="no principles greedy", **kw)
+  pool = sample_pool(exs, k=e.pool, sampling=sampling_lib.Temperature(e.temperature), seed=cfg.seed + 1,
+                     desc="no principles pool", **kw)
   c = evaluate.voting_curve([exs[i] for i in ranked], [pool[i].scores for i in ranked], ks=curve.ks,
                             n_draws=e.n_draws, seed=cfg.seed, n_boot=e.n_boot)
   curve.accuracy["no principles"], curve.ci["no principles"] = c.accuracy["sum"], c.ci["sum"]

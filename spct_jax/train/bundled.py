@@ -46,6 +46,16 @@ def _root() -> str:
   return str(importlib.resources.files("spct_jax").joinpath("assets").joinpath("bundled"))
 
 
+def folder(stage: str) -> str:
+  """The bundled folder of `stage` (for `init="bundled:<stage>"`); a clear error when there is none."""
+  path = os.path.join(_root(), stage)
+  if not os.path.exists(os.path.join(path, "model.safetensors")):
+    have = sorted(d for d in os.listdir(_root())) if os.path.isdir(_root()) else []
+    raise FileNotFoundError(f"config init='bundled:{stage}': the package bundles no {stage!r} result "
+                            f"(bundled: {have})")
+  return path
+
+
 def find(cfg) -> str | None:
   """The bundled folder of cfg.stage when cfg.bundled is set and the fingerprints match."""
   if not cfg.get("bundled", False):

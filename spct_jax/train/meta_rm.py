@@ -57,7 +57,7 @@ def sample_critiques(items: Sequence[GRMExample], *, k: int, seed: int, sampling
   """k critiques per item (shuffled orders as `judge.plan_requests`), labelled by the rule."""
   requests = judge_lib.plan_requests(items, k, seed)
   results = judge_lib.sample_all(requests, seed=seed, sampling=sampling, max_new_tokens=max_new_tokens,
-                                 **sample_kwargs)
+                                 desc="meta RM samples", **sample_kwargs)
   out = []
   for r, o in zip(requests, results):
     for s in range(r.n_samples):

@@ -55,7 +55,7 @@ def collect(items, *, n_samples: int, sample_kwargs: dict, hinted: bool, max_hin
   stats = RFTStats(seen=len(items))
   requests = judge_lib.plan_requests(items, n_samples, seed)
   results = judge_lib.sample_all(requests, seed=seed, sampling=sampling, max_new_tokens=max_new_tokens,
-                                 **sample_kwargs)
+                                 desc="rft samples", **sample_kwargs)
   per_item: list[list[tuple]] = [[] for _ in items]
   for r, o in zip(requests, results):
     for s in range(r.n_samples):
@@ -80,7 +80,7 @@ def collect(items, *, n_samples: int, sample_kwargs: dict, hinted: bool, max_hin
     hint_items = [items[i] for i in unsolved_idx]
     hint_requests = judge_lib.plan_requests(hint_items, 1, seed + 1)
     hint_results = judge_lib.sample_all(hint_requests, seed=seed + 1, sampling=sampling,
-                                        max_new_tokens=max_new_tokens, **hint_kwargs)
+                                        max_new_tokens=max_new_tokens, desc="rft hinted", **hint_kwargs)
     cap = int(max_hinted_share * len(kept) / max(1e-9, 1.0 - max_hinted_share)) if max_hinted_share < 1 else len(hint_items)
     rescued = set()
     for r, o in zip(hint_requests, hint_results):

@@ -7,8 +7,9 @@ Each stage writes into <workdir>/<stage>/:
     metrics.jsonl, tb/
 
 A config's `init` says where the stage starts: `scratch`, `hf:<folder>` (Hugging Face weights),
-`export:<folder>` (an exported model) or `stage:<name>` (the `final/` of another stage in the same
-workdir, which `run_chain` runs first when it is missing). A stage whose config matches a result
+`export:<folder>` (an exported model), `stage:<name>` (the `final/` of another stage in the same
+workdir, which `run_chain` runs first when it is missing) or `bundled:<stage>` (a stage result
+shipped in the package, e.g. the embedded default's warm-up model, as a starting point). A stage whose config matches a result
 bundled in the package (spct_jax/train/bundled.py: the embedded default's warm-up) installs it
 instead of training.
 """
@@ -97,12 +98,16 @@ def initial_params(cfg: ConfigDict, workdir: str) -> tuple[model_config.ModelCon
   if kind == "hf":
     mcfg, params = hf.load(where)
     return model_config.replace(mcfg, **dtype_over), params
+  if kind == "bundled":
+    params, saved, _ = bundled.load(bundled.folder(where))
+    return model_config.replace(model_config.from_dict(saved), **dtype_over), params
   if kind in ("export", "stage"):
     folder = os.path.join(stage_dir(workdir, where), "final") if kind == "stage" else where
     params, saved = ckpt_lib.load_params(folder)
     mcfg = model_config.replace(model_config.from_dict(saved), **dtype_over)
     return mcfg, params
-  raise ValueError(f"config init={init!r}: expected scratch, hf:<folder>, export:<folder> or stage:<name>")
+  raise ValueError(f"config init={init!r}: expected scratch, hf:<folder>, export:<folder>, "
+                   "stage:<name> or bundled:<stage>")
 
 
 def upstream_config_path(cfg: ConfigDict, config_path: str) -> str:

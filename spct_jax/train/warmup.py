@@ -123,8 +123,9 @@ def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, st
   common = dict(cfg=mcfg, params=params, tok=tok, max_new_tokens=cfg.eval.max_new_tokens,
                 seed=cfg.seed, variant=variant, style=style, mesh=mesh)
   t0 = time.perf_counter()
-  greedy = judge_lib.judge(examples, k=1, sampling=sampling_lib.Greedy(), **common)
-  voted = judge_lib.judge(examples, k=cfg.eval.k, sampling=sampling_lib.Temperature(cfg.eval.temperature), **common)
+  greedy = judge_lib.judge(examples, k=1, sampling=sampling_lib.Greedy(), desc="held-out greedy", **common)
+  voted = judge_lib.judge(examples, k=cfg.eval.k, sampling=sampling_lib.Temperature(cfg.eval.temperature),
+                          desc=f"held-out k={cfg.eval.k}", **common)
   g, v = judgement_metrics(examples, greedy), judgement_metrics(examples, voted)
   return {"val_accuracy": g["accuracy"], "val_valid_rate": g["valid_rate"],
           "val_chance": float(np.mean([1.0 / ex.n if ex.n >= 2 else 0.0 for ex in examples])),

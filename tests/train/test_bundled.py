@@ -72,3 +72,25 @@ def test_the_shipped_warmup_is_the_result_of_configs_warmup():
   params, mcfg, _ = bundled.load(str(folder))
   assert model_config.from_dict(mcfg) == model_config.get_config(_cfg().model.preset)
   assert sum(np.asarray(x).size for x in jax.tree.leaves(params)) == transformer.param_count(model_config.from_dict(mcfg))
+
+
+def test_init_bundled_starts_from_the_shipped_params(tmp_path):
+  cfg = _cfg()
+  cfg.init = "bundled:warmup"
+  mcfg, params = stages.initial_params(cfg, str(tmp_path))
+  want, saved, _ = bundled.load(bundled.folder("warmup"))
+  assert mcfg == model_config.from_dict(saved)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  cfg.init = "bundled:nope"
+  with pytest.raises(FileNotFoundError, match=r"init='bundled:nope'.*bundled: \['warmup'\]"):
+    stages.initial_params(cfg, str(tmp_path))
+
+
+def test_the_no_principles_baseline_chain_starts_from_the_bundled_warmup(tmp_path):
+  path = str(ROOT / "configs" / "grpo_no_principles.py")
+  chain = stages.plan_chain(stages.load_config(path), path, str(tmp_path))
+  assert [(c.stage, c.init, c.data.variant) for c, _ in chain] == [
+      ("warmup", "bundled:warmup", "no_principles"), ("rft", "stage:warmup", "no_principles"),
+      ("grpo", "stage:rft", "no_principles")]
+  assert bundled.find(chain[0][0]) is None  # it trains (from the bundled params), not installs

@@ -101,6 +101,24 @@ def test_evaluate_a_ppe_correctness_file(chain, tmp_path):
   assert results["best_of_k"]["n"] == 3 and results["best_of_k"]["n_pairs"] == 3
 
 
+def test_evaluate_a_ppe_human_preference_file(chain, tmp_path):
+  workdir, _ = chain
+  path = tmp_path / "ppe_human.jsonl"
+  winners = ["model_a", "model_b", "tie", "model_b", "model_a"]
+  path.write_text("\n".join(json.dumps({"question_id": f"h{i}", "prompt": f"Spell the number {i}.",
+                                        "response_1": f"It is {i}.", "response_2": f"It is {i + 1}.",
+                                        "model_a": "a", "model_b": "b", "winner": w})
+                            for i, w in enumerate(winners)) + "\n")
+  proc = _run("spct_jax.evaluate", "--config=configs/eval.py", "--config.smoke=True", f"--workdir={workdir}",
+              f"--config.data.source={path}", "--config.eval.n=0", "--config.name=ppe_human", "--config.meta_rm=",
+              "--config.scalar_rm=")
+  results = json.loads((workdir / "eval" / "ppe_human" / "results.json").read_text())
+  assert results["format"] == "ppe_human" and results["n_items"] == 4  # the tie has no best response
+  assert "tie" in proc.stdout  # skipped and counted, not dropped silently
+  samples = [json.loads(x) for x in (workdir / "eval" / "ppe_human" / "samples.jsonl").read_text().splitlines()]
+  assert [s["label"] for s in samples] == [0, 1, 1, 0]
+
+
 def test_score_cli_writes_one_line_per_item(chain, tmp_path):
   workdir, _ = chain
   if not (workdir / "meta_rm" / "summary.json").exists():  # when run alone
