@@ -50,7 +50,7 @@ def folder(stage: str) -> str:
   """The bundled folder of `stage` (for `init="bundled:<stage>"`); a clear error when there is none."""
   path = os.path.join(_root(), stage)
   if not os.path.exists(os.path.join(path, "model.safetensors")):
-    have = sorted(d for d in os.listdir(_root())) if os.path.isdir(_root()) else []
+    have = sorted(os.listdir(_root())) if os.path.isdir(_root()) else []
     raise FileNotFoundError(f"config init='bundled:{stage}': the package bundles no {stage!r} result "
                             f"(bundled: {have})")
   return path
