@@ -59,7 +59,8 @@ def plan(cfg, mesh_shape, seq_len: int, exact_layers: bool = False) -> dict:
     t2 = _compiled(cfg, model_config.replace(mcfg, n_layers=2), mesh_shape, seq_len)["temp_bytes"]
     t4 = _compiled(cfg, model_config.replace(mcfg, n_layers=4), mesh_shape, seq_len)["temp_bytes"]
     out["temp_bytes"] = int(t2 + (t4 - t2) * (mcfg.n_layers - 2) / 2)
-    out["temp_method"] = "extrapolated from 2 and 4 layers"
+    out["temp_method"] = (f"extrapolated from 2 layers ({t2 / 2**30:.2f} GiB) and 4 layers "
+                          f"({t4 / 2**30:.2f} GiB)")
   out["total_bytes"] = out["params_bytes"] + out["opt_state_bytes"] + out["batch_bytes"] + max(out["temp_bytes"], 0)
   return out
 
