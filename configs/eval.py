@@ -39,4 +39,5 @@ def get_config():
   c.eval.n_draws = 10             # subsets drawn per item and k
   c.eval.n_boot = 1000            # bootstrap resamples of the items for 95% intervals
   c.eval.sampler_batch = 32       # prompts per sampler call
+  c.smoke_sizes.eval.update(dict(pool=4, n_draws=2, n_boot=50, sampler_batch=4))
   return c

@@ -34,7 +34,10 @@ def get_config():
       mu=1,                  # inner updates per rollout batch
       sampler_batch=8,       # prompts per sampler call (a step has few; padding costs)
   )
-  c.train.batch_size = 32    # = prompts_per_step * group_size rollout rows
+  # rollout rows per step, derived: follows --config.grpo.group_size / prompts_per_step
+  c.train.batch_size = c.grpo.get_ref("prompts_per_step") * c.grpo.get_ref("group_size")
+  c.smoke_sizes.grpo = dict(n_items=8, prompts_per_step=2, group_size=2, max_new_tokens=16, sampler_batch=2)
+  del c.smoke_sizes.train["batch_size"]  # derived from the two above
   c.train.steps = 30
   c.train.ckpt_every = 20
   c.train.eval_every = 0

@@ -30,7 +30,6 @@ def get_config():
   c.grpo.max_new_tokens = 1024
   c.grpo.temperature = 1.0
   c.grpo.sampler_batch = 32
-  c.train.batch_size = c.grpo.prompts_per_step * c.grpo.group_size
   c.mesh.shape = (1, -1, 1)
   c.opt.lr = 1e-5                        # seed 1e-5 (paper 4e-7 for 27B)
   c.eval.max_new_tokens = 1024

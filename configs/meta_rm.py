@@ -29,6 +29,7 @@ def get_config():
       max_new_tokens=160,
       sampler_batch=32,
   )
+  c.smoke_sizes.meta_rm = dict(n_items=8, samples_per_item=2, max_new_tokens=16, sampler_batch=2)
   c.train.batch_size = 32
   c.train.steps = 100
   c.train.ckpt_every = 50

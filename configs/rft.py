@@ -30,6 +30,7 @@ def get_config():
       warmup_rows_per_item=0.25,  # teacher rows mixed in: this many per sampled item
       sampler_batch=32,
   )
+  c.smoke_sizes.rft = dict(n_items=8, n_samples=2, max_new_tokens=16, sampler_batch=2)
   c.train.steps = 60
   c.train.ckpt_every = 20
   c.train.eval_every = 0

@@ -25,6 +25,7 @@ def get_config():
   c.scalar_rm = dict(
       n_items=1024,           # training items (own seed); n - 1 pairs each
   )
+  c.smoke_sizes.scalar_rm = dict(n_items=8)
   c.train.batch_size = 32
   c.train.steps = 150
   c.train.ckpt_every = 50

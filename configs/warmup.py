@@ -23,7 +23,7 @@ def get_config() -> ConfigDict:
   c.stage = "warmup"
   c.init = "scratch"        # scratch | hf:<folder> | export:<folder> | stage:<name> | bundled:<stage>
   c.seed = 0
-  c.smoke = False           # shrink every size (tiny preset, a few steps); same code path
+  c.smoke = False           # use smoke_sizes (below): tiny preset, a few steps; same code path
   c.bundled = True          # install the package's bundled result of this exact config, if any
 
   c.model = ConfigDict()
@@ -81,4 +81,14 @@ def get_config() -> ConfigDict:
   c.checkpoint.keep_last = 3
   c.checkpoint.keep_best = 1
   c.checkpoint.async_save = True
+
+  # --config.smoke=True: these sizes replace the ones above (a number only ever shrinks). Each
+  # config adds the sizes of its own sections; derived fields follow (grpo: train.batch_size).
+  c.smoke_sizes = ConfigDict(dict(
+      model=dict(preset="tiny"),
+      train=dict(steps=3, batch_size=8, log_every=1, ckpt_every=2),
+      opt=dict(warmup_steps=1),
+      data=dict(n_train=48, n_val=8),
+      eval=dict(n=4, k=2, max_new_tokens=16),
+  ))
   return c

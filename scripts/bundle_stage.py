@@ -18,16 +18,18 @@ _MEASURED_ON = flags.DEFINE_string("measured_on", "", "the machine it trained on
 def main(argv):
   del argv
   import os
-  from spct_jax.train import bundled, stages
+  from spct_jax.model import bundled
+  from spct_jax.model import load
+  from spct_jax.train import chain
   path = config_flags.get_config_filename(flags.FLAGS["config"])
   cfg = _CONFIG.value
   train_cfg = cfg.copy_and_resolve_references()
   train_cfg.bundled = False
-  summary = stages.run_chain(train_cfg, path, _WORKDIR.value)
+  summary = chain.run_chain(train_cfg, path, _WORKDIR.value)
   if _MEASURED_ON.value:
     summary["measured_on"] = _MEASURED_ON.value
   dest = os.path.join(os.path.dirname(bundled.__file__), "..", "assets", "bundled", cfg.stage)
-  bundled.save(cfg, stages.stage_dir(_WORKDIR.value, cfg.stage), summary, os.path.normpath(dest))
+  bundled.save(cfg, load.stage_dir(_WORKDIR.value, cfg.stage), summary, os.path.normpath(dest))
   print(f"bundled {cfg.stage} -> {os.path.normpath(dest)} (fingerprint {bundled.fingerprint(cfg)[:12]})")
 
 

@@ -26,7 +26,7 @@ import sentencepiece as spm
 
 from spct_jax import tokenizer
 from spct_jax.data import synthetic
-from spct_jax.data.example import user
+from spct_jax.example import user
 from spct_jax.grm import prompts
 
 VOCAB_SIZE = 4096

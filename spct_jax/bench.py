@@ -406,6 +406,10 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
   return {"train": rows, "matmul_flops": peak}
 
 
+def _names(text: str) -> list[str]:
+  return [p for p in text.split(",") if p]
+
+
 def _ints(text: str) -> list[int]:
   return [int(v) for v in text.split(",") if v]
 
@@ -416,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"do not re-execute with GLIBC_TUNABLES={HUGE_PAGES} (transparent huge pages)")
   sub = parser.add_subparsers(dest="command", required=True)
   s = sub.add_parser("sampler", help="k-sample sampler vs no prefix sharing vs HF generate vs the machine bound")
-  s.add_argument("--presets", type=lambda v: [p for p in v.split(",") if p], default=["small", "medium"],
+  s.add_argument("--presets", type=_names, default=["small", "medium"],
                  help="model presets, comma-separated (default: small,medium)")
   s.add_argument("--batch", type=int, default=4, help="B, prompts per call")
   s.add_argument("--k", type=int, default=16, help="samples per prompt")
@@ -430,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--matmul_n", type=int, default=1024, help="matrix size of the FLOP/s measurement")
   s.set_defaults(func=bench_sampler)
   t = sub.add_parser("train", help="SFT-step tokens/s and MFU, and the same step in PyTorch (transformers)")
-  t.add_argument("--presets", type=lambda v: [p for p in v.split(",") if p], default=["small", "medium"],
+  t.add_argument("--presets", type=_names, default=["small", "medium"],
                  help="model presets, comma-separated (default: small,medium)")
   t.add_argument("--batch", type=int, default=8, help="B, sequences per step")
   t.add_argument("--seq_len", type=int, default=256, help="T, tokens per sequence")

@@ -1,7 +1,7 @@
 """python -m spct_jax.export --workdir=runs/default --stage=grpo --out=exports/grpo [--hf]
 
 Exports a trained stage: a params-only Orbax checkpoint plus model_config.json (what
-`spct_jax.train.checkpoint.load_params` and `--config.init=export:<folder>` read), and with --hf
+`spct_jax.model.load` and `--config.init=export:<folder>` read), and with --hf
 a Hugging Face folder (`config.json` + `model.safetensors`) that `transformers` loads with
 `AutoModelForCausalLM.from_pretrained` (a scalar-head stage such as meta_rm or scalar_rm:
 `AutoModelForSequenceClassification`). The source is the stage's final params
@@ -20,29 +20,21 @@ def export(workdir: str, stage: str, out: str, hf_folder: bool = False, tokenize
   import jax
   from spct_jax.model import config as model_config
   from spct_jax.model import hf
-  from spct_jax.train import checkpoint as ckpt_lib
-  from spct_jax.train import stages
-  from spct_jax.tokenizer import Tokenizer
+  from spct_jax.model import load as load_lib
+  from spct_jax.model import orbax_io
 
-  final = os.path.join(stages.stage_dir(workdir, stage), "final")
-  params, cfg_dict = ckpt_lib.load_params(final)
-  params = jax.device_get(params)
-  stage_tok = os.path.join(final, "tokenizer.model")  # written by every stage
-  tok = Tokenizer.load(tokenizer or (stage_tok if os.path.exists(stage_tok) else None))
-  ckpt_lib.export_params(params, cfg_dict, out)
-  folders = [out]
-  print(f"[export] params + model_config.json -> {out}")
+  m = load_lib.load(f"stage:{stage}", workdir=workdir, tokenizer=tokenizer, what="--stage")
+  params = jax.device_get(m.params)
+  orbax_io.save(params, model_config.to_dict(m.config), out, m.tokenizer)
+  print(f"[export] params + model_config.json + tokenizer.model -> {out}")
   if hf_folder:
     hf_out = os.path.join(out, "hf")
     if "score" in params:  # a scalar-head model (meta RM, scalar RM)
-      hf.save_reward(model_config.from_dict(cfg_dict), params, hf_out, pad_token_id=tok.pad_id)
+      hf.save_reward(m.config, params, hf_out, pad_token_id=m.tokenizer.pad_id)
     else:
-      hf.save(model_config.from_dict(cfg_dict), params, hf_out)
-    folders.append(hf_out)
+      hf.save(m.config, params, hf_out)
+    m.tokenizer.save(os.path.join(hf_out, "tokenizer.model"))
     print(f"[export] Hugging Face folder -> {hf_out}")
-  for folder in folders:
-    with open(os.path.join(folder, "tokenizer.model"), "wb") as f:
-      f.write(tok.sp.serialized_model_proto())
   return out
 
 

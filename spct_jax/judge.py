@@ -8,6 +8,10 @@ and its samples share the prefix.
 
     js = judge(examples, cfg=mcfg, params=params, tok=tok, k=8, sampling=sampling.Temperature(0.5))
     js[i].scores   # k lists of n ints (original order) or None (invalid critique)
+
+`sample_critiques` is the same sampling as one flat list of `Critique`s (text, parsed scores,
+correctness by the rule, and the sampled tokens and log-probs that RL trains on): what RFT, GRPO
+and the meta RM consume. Every sampled critique is decoded and parsed by `critiques`, here only.
 """
 from __future__ import annotations
 
@@ -19,11 +23,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from spct_jax import mesh as mesh_lib
 from spct_jax import sampling as sampling_lib
 from spct_jax.data import pipeline
-from spct_jax.data.example import GRMExample
+from spct_jax.example import GRMExample
 from spct_jax.grm import prompts, scores as scores_lib
-from spct_jax.train import mesh as mesh_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +37,45 @@ class Request:
   perm: tuple[int, ...]
   example: GRMExample   # the shuffled example as the GRM sees it
   n_samples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Completions:
+  """The sampler's answer to one Request: k' = n_samples completions of one prompt (N = budget)."""
+  prompt: list[int]        # [T] the prompt's ids (unpadded)
+  tokens: np.ndarray       # [k', N] int32, pad after the stop token
+  lengths: np.ndarray      # [k'] int32, stop token included
+  logprobs: np.ndarray     # [k', N] float32 (sampling.SampleOutput.logprobs)
+  done: np.ndarray         # [k'] bool, a stop token was produced
+
+
+@dataclasses.dataclass(frozen=True)
+class Critique:
+  """One sampled critique of item `item`, written for the responses in order `perm`."""
+  item: int
+  perm: tuple[int, ...]
+  shown: GRMExample           # the example as the GRM saw it (label follows its response)
+  text: str                   # the critique (stop token dropped)
+  parsed: list[int] | None    # its scores in the shown order; None = invalid critique
+  prompt: list[int]           # [T] prompt ids
+  tokens: np.ndarray          # [N] completion ids
+  length: int                 # completion tokens, stop token included
+  logprobs: np.ndarray        # [N] sampler log-probs of the completion
+  done: bool                  # ended with a stop token
+
+  @property
+  def valid(self) -> bool:
+    return self.parsed is not None
+
+  @property
+  def scores(self) -> list[int] | None:
+    """The scores in the original response order."""
+    return prompts.unshuffle(self.parsed, self.perm)
+
+  @property
+  def correct(self) -> bool:
+    """The rule of METHOD.md section 2 (an invalid critique is wrong)."""
+    return scores_lib.is_correct(self.parsed, self.shown.label, self.shown.n)
 
 
 @dataclasses.dataclass
@@ -67,11 +110,11 @@ def plan_requests(examples: Sequence[GRMExample], k: int, seed: int) -> list[Req
 def sample_requests(requests: Sequence[Request], *, cfg, params, tok, rng: jax.Array,
                     sampling: Any, max_new_tokens: int, variant: str = "principles",
                     style: str = "compact", batch_size: int = 32, mesh=None,
-                    max_prompt_len: int | None = None, desc: str | None = None) -> list[dict]:
+                    max_prompt_len: int | None = None, desc: str | None = None) -> list[Completions]:
   """Runs the sampler over requests in batches of `batch_size` prompts (all with the same k).
 
-  Returns one dict per request: prompt (ids), tokens [k', N], lengths [k'], logprobs [k', N], done [k'].
-  The last batch is filled with copies of its first prompt so every call has the same shape.
+  Returns one Completions per request. The last batch is filled with copies of its first prompt
+  so every call has the same shape.
   desc: a progress bar (tqdm, on a terminal) over the sampler calls, with this label.
   Under a mesh, batch_size is rounded up so that the batch_size * k rows split over its data axes.
   """
@@ -99,29 +142,23 @@ def sample_requests(requests: Sequence[Request], *, cfg, params, tok, rng: jax.A
     chunk = ids[start:start + batch_size]
     real = len(chunk)
     chunk = chunk + [chunk[0]] * (batch_size - real)
-    tokens, mask = sampling_lib.left_pad(chunk, tok.pad_id)
+    tokens, mask = pipeline.pad(chunk, tok.pad_id, left=True)
     res = sampling_lib.sample(cfg, params, tokens, mask, jax.random.fold_in(rng, start), k=k,
                               max_new_tokens=max_new_tokens, sampling=sampling, stop_ids=stop,
                               pad_id=tok.pad_id, mesh=mesh)
     res = jax.device_get(res)
-    for j in range(real):
-      out.append({"prompt": chunk[j], "tokens": res.tokens[j], "lengths": res.lengths[j],
-                  "logprobs": res.logprobs[j], "done": res.done[j]})
+    out += [Completions(chunk[j], res.tokens[j], res.lengths[j], res.logprobs[j], res.done[j])
+            for j in range(real)]
   return out
 
 
-def completion_text(tok, tokens: np.ndarray, length: int, done: bool) -> str:
-  """The critique text of one sample (its stop token dropped)."""
-  return tok.decode(np.asarray(tokens[:length - int(done)]).tolist())
-
-
-def sample_all(requests: Sequence[Request], *, seed: int, **kwargs) -> list[dict]:
+def sample_all(requests: Sequence[Request], *, seed: int, **kwargs) -> list[Completions]:
   """`sample_requests` for requests with different sample counts (one sampler call per count);
   results in the order of `requests`."""
   by_k: dict[int, list[int]] = {}
   for r_i, r in enumerate(requests):
     by_k.setdefault(r.n_samples, []).append(r_i)
-  results: list[dict] = [{}] * len(requests)
+  results: list[Completions | None] = [None] * len(requests)
   for kk, idx in sorted(by_k.items()):
     outs = sample_requests([requests[i] for i in idx], rng=jax.random.fold_in(jax.random.key(seed), kk), **kwargs)
     for i, o in zip(idx, outs):
@@ -129,22 +166,38 @@ def sample_all(requests: Sequence[Request], *, seed: int, **kwargs) -> list[dict
   return results
 
 
+def critiques(requests: Sequence[Request], results: Sequence[Completions], tok) -> list[Critique]:
+  """Decodes and parses every sampled completion: one Critique per sample, request by request."""
+  out = []
+  for r, o in zip(requests, results):
+    for s in range(r.n_samples):
+      length, done = int(o.lengths[s]), bool(o.done[s])
+      text = tok.decode(np.asarray(o.tokens[s][:length - int(done)]).tolist())
+      out.append(Critique(r.item, r.perm, r.example, text, scores_lib.parse_scores(text, r.example.n),
+                          o.prompt, np.asarray(o.tokens[s]), length, np.asarray(o.logprobs[s]), done))
+  return out
+
+
+def sample_critiques(examples: Sequence[GRMExample], k: int, seed: int, *, sample_seed: int | None = None,
+                     **kwargs) -> list[Critique]:
+  """k critiques of every example (orders planned from `seed`, tokens drawn from `sample_seed`,
+  default `seed`), in request order; kwargs as `sample_requests`."""
+  requests = plan_requests(examples, k, seed)
+  results = sample_all(requests, seed=seed if sample_seed is None else sample_seed, **kwargs)
+  return critiques(requests, results, kwargs["tok"])
+
+
 def judge(examples: Sequence[GRMExample], *, cfg, params, tok, k: int = 1,
           sampling: Any = sampling_lib.Greedy(), max_new_tokens: int = 256, seed: int = 0,
           variant: str = "principles", style: str = "compact", batch_size: int = 32,
           mesh=None, desc: str | None = None) -> list[Judgement]:
   """k critiques for every example, parsed and mapped back to the original response order."""
-  requests = plan_requests(examples, k, seed)
-  results = sample_all(requests, seed=seed, cfg=cfg, params=params, tok=tok, sampling=sampling,
-                       max_new_tokens=max_new_tokens, variant=variant, style=style,
-                       batch_size=batch_size, mesh=mesh, desc=desc)
   judgements = [Judgement([], [], []) for _ in examples]
-  for r, o in zip(requests, results):
-    j = judgements[r.item]
-    for s in range(r.n_samples):
-      text = completion_text(tok, o["tokens"][s], int(o["lengths"][s]), bool(o["done"][s]))
-      parsed = scores_lib.parse_scores(text, r.example.n)
-      j.texts.append(text)
-      j.scores.append(prompts.unshuffle(parsed, r.perm))
-      j.perms.append(r.perm)
+  for c in sample_critiques(examples, k, seed, cfg=cfg, params=params, tok=tok, sampling=sampling,
+                            max_new_tokens=max_new_tokens, variant=variant, style=style,
+                            batch_size=batch_size, mesh=mesh, desc=desc):
+    j = judgements[c.item]
+    j.texts.append(c.text)
+    j.scores.append(c.scores)
+    j.perms.append(c.perm)
   return judgements

@@ -69,17 +69,16 @@ def _compiled(cfg, mcfg, mesh_shape, seq_len: int, compile_step: bool = True) ->
   import jax
   import jax.numpy as jnp
   from spct_jax.model import transformer
-  from spct_jax.train import mesh as mesh_lib
+  from spct_jax import mesh as mesh_lib
   from spct_jax.train import sft
+  from spct_jax.train import stage
   from spct_jax.train import state as state_lib
   from spct_jax.train import step as step_lib
 
   mesh = mesh_lib.make_mesh(mesh_shape)
   batch_size = cfg.train.batch_size
   mesh_lib.check_batch(batch_size, mesh, "train.batch_size")
-  opt = dict(cfg.opt)
-  opt["total_steps"] = opt["total_steps"] or cfg.train.steps
-  tx = state_lib.make_optimizer(state_lib.OptimConfig.from_dict(opt))
+  tx, _ = stage.optimizer(cfg)
   params = transformer.abstract_params(mcfg)
   abstract_state = jax.eval_shape(lambda p: state_lib.create(p, tx, jax.random.key(0)), params)
   names = state_lib.logical_axes(tx, transformer.logical_axes(mcfg), params)

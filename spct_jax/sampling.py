@@ -8,7 +8,7 @@
     out.done      [B, k]    bool     the row produced a stop token (False: the budget ran out)
 
 How it runs (one `jax.jit`, compiled once per (B, prompt bucket, k, budget, method)):
-1. the B left-padded prompts are padded on the left to a length bucket (`bucket_length`), so a
+1. the B left-padded prompts are padded on the left to a length bucket (`pipeline.bucket_length`), so a
    new prompt length does not recompile, and prefilled once into a KV cache of B rows;
 2. every cache leaf is repeated k times on its batch axis (row b*k + j is sample j of prompt b),
    so the prefill cost does not grow with k; under a mesh the B*k rows are split over the data
@@ -44,9 +44,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from spct_jax import mesh as mesh_lib
+from spct_jax.data import pipeline
+from spct_jax.example import user
 from spct_jax.model import transformer
 from spct_jax.model.config import ModelConfig
-from spct_jax.train import mesh as mesh_lib
 
 Array = jax.Array
 
@@ -175,19 +177,6 @@ class DecodeState:
 # Host-side helpers: buckets, padding, keys, validation.
 
 
-def bucket_length(length: int, buckets: Sequence[int] | None = None, min_length: int = 16) -> int:
-  """The smallest bucket >= length; default buckets are the powers of two >= min_length."""
-  if buckets is None:
-    b = min_length
-    while b < length:
-      b *= 2
-    return b
-  fits = [b for b in sorted(buckets) if b >= length]
-  if not fits:
-    raise ValueError(f"prompt length {length} exceeds the largest bucket {max(buckets)} of {tuple(buckets)}")
-  return fits[0]
-
-
 def _check_prompts(tokens: np.ndarray, mask: np.ndarray) -> None:
   if tokens.ndim != 2 or mask.shape != tokens.shape:
     raise ValueError(f"prompt_tokens {tokens.shape} and prompt_mask {mask.shape} must both be [B, T]")
@@ -216,18 +205,6 @@ def pad_prompts(prompt_tokens: Any, prompt_mask: Any, length: int, pad_id: int =
   out_t[:, length - real:] = np.where(mask, tokens, pad_id)
   out_m[:, length - real:] = mask
   return out_t, out_m
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """Token lists -> left-padded tokens [B, T] int32 and mask [B, T] bool (T = longest)."""
-  t = max(len(s) for s in seqs)
-  tokens = np.full((len(seqs), t), pad_id, np.int32)
-  mask = np.zeros((len(seqs), t), bool)
-  for i, s in enumerate(seqs):
-    if len(s):
-      tokens[i, t - len(s):] = s
-      mask[i, t - len(s):] = True
-  return tokens, mask
 
 
 def prompt_keys(rng: Any, batch: int) -> Array:
@@ -357,7 +334,7 @@ def _prepare(cfg: ModelConfig, params: Any, prompt_tokens: Any, prompt_mask: Any
   for s in stop_ids + (pad_id,):
     if not 0 <= s < cfg.vocab_size:
       raise ValueError(f"stop/pad id {s} is outside the vocabulary [0, {cfg.vocab_size})")
-  length = bucket_length(int(mask.sum(axis=1).max()), buckets)
+  length = pipeline.bucket_length(int(mask.sum(axis=1).max()), buckets)
   if length + max_new_tokens > cfg.max_len:
     raise ValueError(f"prompt bucket {length} + max_new_tokens {max_new_tokens} exceeds "
                      f"ModelConfig.max_len={cfg.max_len}")
@@ -447,12 +424,11 @@ def generate(texts: Sequence[str], *, cfg: ModelConfig, params: Any, tokenizer: 
   if isinstance(texts, str):
     raise TypeError("generate(texts=...) takes a list of prompt strings, got one str")
   if chat:
-    from spct_jax.data.example import user
     texts = [tokenizer.chat_prompt([user(t)], add_generation_prompt=True) for t in texts]
   if stop_ids is None:
     stop_ids = (tokenizer.eos_id, *tokenizer.end_of_turn_ids)
   seqs = [tokenizer.encode(t, add_bos=True) for t in texts]
-  tokens, mask = left_pad(seqs, tokenizer.pad_id)
+  tokens, mask = pipeline.pad(seqs, tokenizer.pad_id, left=True)
   rng = jax.random.key(0) if rng is None else rng
   out = sample(cfg, params, tokens, mask, rng, k=k, max_new_tokens=max_new_tokens,
                sampling=sampling, stop_ids=stop_ids, pad_id=tokenizer.pad_id, mesh=mesh,

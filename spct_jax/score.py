@@ -28,44 +28,43 @@ def score_file(*, model: str, workdir: str, input: str, output: str, format: str
                max_len: int = 2048, style: str = "compact", variant: str = "principles", tokenizer: str = "",
                dtype: str = "float32", batch_size: int = 16, seed: int = 0, skip_invalid: bool = False) -> dict:
   """Scores `input` into `output` (module docstring); returns counts."""
-  from ml_collections import ConfigDict
   from tqdm import tqdm
 
-  from spct_jax import evaluate
   from spct_jax import judge as judge_lib
+  from spct_jax import mesh as mesh_lib
+  from spct_jax import rm
   from spct_jax import sampling as sampling_lib
   from spct_jax.data import sources
-  from spct_jax.evaluate import run as eval_run
+  from spct_jax.evaluate import metrics
   from spct_jax.grm import voting
-  from spct_jax.train import mesh as mesh_lib
-  from spct_jax.train import warmup
+  from spct_jax.model import load as load_lib
 
   if temperature == 0 and k != 1:
     raise ValueError(f"--temperature=0 is greedy: all k={k} critiques would be the same; use --k=1")
   examples, stats = sources.load_examples(input, format, skip_invalid, require_label=False)
   print(f"[score] {stats.summary()}", flush=True)
-  cfg = ConfigDict({"init": model, "tokenizer": tokenizer,
-                    "model": {"dtype": dtype, "remat": False}})
-  tok = warmup.load_tokenizer(cfg, workdir)
-  mcfg, params = eval_run.load_model(model, cfg, workdir)
+  grm = load_lib.check_vocab(load_lib.load(model, workdir=workdir, dtype=dtype, remat=False, tokenizer=tokenizer,
+                                           what="--model"), f"--model={model}")
+  tok = grm.tokenizer
   mesh = mesh_lib.make_mesh((-1, 1, 1))
   sampling = sampling_lib.Greedy() if temperature == 0 else sampling_lib.Temperature(temperature)
-  rcfg = rparams = None
+  meta_model = None
   if meta_rm:
-    rcfg, rparams = eval_run.load_model(meta_rm, cfg, workdir, reward_head=True)
+    meta_model = load_lib.load(meta_rm, workdir=workdir, dtype=dtype, remat=False, tokenizer=tokenizer,
+                               reward_head=True, what="--meta_rm")
   output = output or os.path.splitext(input)[0] + ".scored.jsonl"
   counts = {"items": 0, "critiques": 0, "invalid": 0, "labelled": 0, "correct_sum": 0}
   with open(output, "w", encoding="utf-8") as f:
     for start in tqdm(range(0, len(examples), batch_size), desc="score", unit="batch", disable=None):
       chunk = examples[start:start + batch_size]
-      js = judge_lib.judge(chunk, cfg=mcfg, params=params, tok=tok, k=k, sampling=sampling,
+      js = judge_lib.judge(chunk, cfg=grm.config, params=grm.params, tok=tok, k=k, sampling=sampling,
                            max_new_tokens=max_new_tokens, seed=seed + start, variant=variant, style=style,
                            batch_size=batch_size, mesh=mesh)
       metas = None
-      if rcfg is not None:
-        raw, _ = eval_run.meta_scores(chunk, js, mcfg=rcfg, params=rparams, tok=tok, max_len=max_len,
-                                      style=style, batch_size=batch_size)
-        metas = eval_run._finite_meta(raw)
+      if meta_model is not None:
+        raw, _ = rm.meta_scores(chunk, js, mcfg=meta_model.config, params=meta_model.params, tok=tok,
+                                max_len=max_len, style=style, batch_size=batch_size)
+        metas = rm.finite(raw)
       for i, (ex, j) in enumerate(zip(chunk, js)):
         votes = {m: voting.vote(j.scores, ex.n, m) for m in voting.METHODS}
         if metas is not None:
@@ -77,7 +76,7 @@ def score_file(*, model: str, workdir: str, input: str, output: str, format: str
           rec["meta_scores"] = metas[i]
         if ex.label is not None:
           rec["label"] = ex.label
-          rec["correct"] = {m: evaluate.voted_correct(ex, v, "mode" if m == "mode" else "sum")
+          rec["correct"] = {m: metrics.voted_correct(ex, v, "mode" if m == "mode" else "sum")
                             for m, v in votes.items()}
           counts["labelled"] += 1
           counts["correct_sum"] += rec["correct"]["sum"]

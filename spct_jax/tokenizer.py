@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import sentencepiece as spm
 
-from spct_jax.data.example import ROLES, Turn
+from spct_jax.example import ROLES, Turn
 
 BUNDLED_MODEL = "spct_tokenizer.model"  # inside the spct_jax.assets package data
 CHAT_TEMPLATES = ("gemma", "plain")
@@ -84,6 +84,11 @@ class Tokenizer:
     if sp.eos_id() < 0:
       raise ValueError(f"Tokenizer.load: {source!r} defines no eos piece; generation cannot stop")
     return cls(sp=sp, chat_template=chat_template, source=source)
+
+  def save(self, path: str | os.PathLike) -> None:
+    """Writes the SentencePiece model to `path` (what `Tokenizer.load(path)` reads back)."""
+    with open(path, "wb") as f:
+      f.write(self.sp.serialized_model_proto())
 
   # ---- special ids -------------------------------------------------------------------------
   @property

@@ -3,7 +3,6 @@ assertions), and the work counts behind the machine bound."""
 import importlib.util
 import math
 
-import jax
 import pytest
 
 from spct_jax import bench

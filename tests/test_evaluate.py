@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from spct_jax import evaluate
-from spct_jax.data.example import GRMExample, user
+from spct_jax.evaluate import metrics, report
+from spct_jax.example import GRMExample, user
 from spct_jax.data.sources import BestOfK
 from spct_jax.grm import voting
 
@@ -22,38 +22,38 @@ def ex(n, label, family="", id=""):
 def test_paper_correct_breaks_a_two_way_tie_at_random():
   e = ex(2, 1)
   tie = voting.vote([[8, 3], [3, 8]], 2)
-  assert tie.best == (0, 1) and not evaluate.voted_correct(e, tie)
-  hits = [evaluate.paper_correct(e, tie, np.random.default_rng(s)) for s in range(2000)]
+  assert tie.best == (0, 1) and not metrics.voted_correct(e, tie)
+  hits = [metrics.paper_correct(e, tie, np.random.default_rng(s)) for s in range(2000)]
   assert 0.45 < np.mean(hits) < 0.55
   # a 3-way tie containing the label: right a third of the time
   e3 = ex(3, 2)
   tie3 = voting.vote([[5, 5, 5]], 3)
   rng = np.random.default_rng(0)
-  assert 0.28 < np.mean([evaluate.paper_correct(e3, tie3, rng) for _ in range(3000)]) < 0.39
+  assert 0.28 < np.mean([metrics.paper_correct(e3, tie3, rng) for _ in range(3000)]) < 0.39
 
 
 def test_paper_correct_agrees_with_strict_without_a_tie():
   rng = np.random.default_rng(0)
   state = rng.bit_generator.state
   e = ex(3, 0)
-  assert evaluate.paper_correct(e, voting.vote([[9, 2, 2]], 3), rng)
-  assert not evaluate.paper_correct(e, voting.vote([[2, 9, 2]], 3), rng)
-  assert not evaluate.paper_correct(e, voting.vote([None, None], 3), rng)    # no valid sample
+  assert metrics.paper_correct(e, voting.vote([[9, 2, 2]], 3), rng)
+  assert not metrics.paper_correct(e, voting.vote([[2, 9, 2]], 3), rng)
+  assert not metrics.paper_correct(e, voting.vote([None, None], 3), rng)    # no valid sample
   e1 = ex(1, 7)
-  assert evaluate.paper_correct(e1, voting.vote([[7], [8], [6]], 1), rng)     # mean 7
-  assert not evaluate.paper_correct(e1, voting.vote([[7], [8]], 1), rng)      # 7.5 -> 8
-  assert evaluate.paper_correct(e1, voting.vote([[7], [7], [8]], 1, "mode"), rng, "mode")
+  assert metrics.paper_correct(e1, voting.vote([[7], [8], [6]], 1), rng)     # mean 7
+  assert not metrics.paper_correct(e1, voting.vote([[7], [8]], 1), rng)      # 7.5 -> 8
+  assert metrics.paper_correct(e1, voting.vote([[7], [7], [8]], 1, "mode"), rng, "mode")
   assert rng.bit_generator.state == state  # nothing drawn without a tie
   # a tie that does not contain the label is always wrong
   tie = voting.vote([[2, 9, 9]], 3)
-  assert not any(evaluate.paper_correct(e, tie, np.random.default_rng(s)) for s in range(50))
+  assert not any(metrics.paper_correct(e, tie, np.random.default_rng(s)) for s in range(50))
 
 
 def test_pool_correct_strict_and_paper():
   exs = [ex(2, 0), ex(2, 1), ex(2, 0)]
   pool = [[[8, 3]], [[6, 6]], [None]]
-  np.testing.assert_array_equal(evaluate.pool_correct(exs, pool), [True, False, False])
-  paper = np.array([evaluate.pool_correct(exs, pool, rng=np.random.default_rng(s)) for s in range(400)])
+  np.testing.assert_array_equal(metrics.pool_correct(exs, pool), [True, False, False])
+  paper = np.array([metrics.pool_correct(exs, pool, rng=np.random.default_rng(s)) for s in range(400)])
   np.testing.assert_array_equal(paper[:, 0], True)
   np.testing.assert_array_equal(paper[:, 2], False)
   assert 0.4 < paper[:, 1].mean() < 0.6
@@ -62,16 +62,16 @@ def test_pool_correct_strict_and_paper():
 def test_check_pool_names_the_bad_place():
   exs = [ex(2, 0), ex(3, 1)]
   with pytest.raises(ValueError, match="pool has 1 items for 2 examples"):
-    evaluate.check_pool(exs, [[[1, 2]]])
+    metrics.check_pool(exs, [[[1, 2]]])
   with pytest.raises(ValueError, match=r"pool\[1\]\[1\] has 2 scores, expected n=3"):
-    evaluate.check_pool(exs, [[[1, 2]], [[1, 2, 3], [1, 2]]])
+    metrics.check_pool(exs, [[[1, 2]], [[1, 2, 3], [1, 2]]])
   with pytest.raises(ValueError, match=r"pool\[0\]\[0\]\[1\]=11 is not a score"):
-    evaluate.check_pool(exs, [[[1, 11]], [[1, 2, 3]]])
+    metrics.check_pool(exs, [[[1, 11]], [[1, 2, 3]]])
   with pytest.raises(ValueError, match=r"meta\[1\] has 2 scores for 1 samples"):
-    evaluate.check_pool(exs, [[[1, 2]], [[1, 2, 3]]], meta=[[0.1], [0.2, 0.3]])
+    metrics.check_pool(exs, [[[1, 2]], [[1, 2, 3]]], meta=[[0.1], [0.2, 0.3]])
   with pytest.raises(ValueError, match=r"meta\[0\]\[0\]=nan"):
-    evaluate.check_pool(exs, [[[1, 2]], [[1, 2, 3]]], meta=[[float("nan")], [0.2]])
-  evaluate.check_pool(exs, [[[1, 2], None], [[1.5, 2, 10]]], meta=[[0.1, 0.2], [3]])
+    metrics.check_pool(exs, [[[1, 2]], [[1, 2, 3]]], meta=[[float("nan")], [0.2]])
+  metrics.check_pool(exs, [[[1, 2], None], [[1.5, 2, 10]]], meta=[[0.1, 0.2], [3]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,8 +82,8 @@ def test_cohen_kappa_textbook_two_by_two():
   # p_o = 35/50 = 0.7; p_e = 0.5*0.6 + 0.5*0.4 = 0.5; kappa = 0.2/0.5 = 0.4.
   pairs = [("y", "y")] * 20 + [("y", "n")] * 5 + [("n", "y")] * 10 + [("n", "n")] * 15
   pred, gold = zip(*pairs)
-  assert evaluate.cohen_kappa(pred, gold) == pytest.approx(0.4, abs=1e-12)
-  assert evaluate.cohen_kappa(gold, pred) == pytest.approx(0.4, abs=1e-12)
+  assert metrics.cohen_kappa(pred, gold) == pytest.approx(0.4, abs=1e-12)
+  assert metrics.cohen_kappa(gold, pred) == pytest.approx(0.4, abs=1e-12)
 
 
 def _sklearn_kappa(pred, gold):
@@ -104,22 +104,22 @@ def test_cohen_kappa_matches_sklearns_formula(seed):
   gold = rng.integers(0, 4, size=60)
   # pred agrees with gold 60% of the time, else a random category or -1 (tie/invalid)
   pred = np.where(rng.random(60) < 0.6, gold, rng.integers(-1, 4, size=60))
-  assert evaluate.cohen_kappa(list(pred), list(gold)) == pytest.approx(_sklearn_kappa(pred, gold), abs=1e-12)
+  assert metrics.cohen_kappa(list(pred), list(gold)) == pytest.approx(_sklearn_kappa(pred, gold), abs=1e-12)
 
 
 def test_cohen_kappa_hand_values_and_degenerate_cases():
   # pred [0,-1,2,1,-1] vs gold [0,1,2,0,0]: p_o = 2/5; n^2 p_e = 1*3 + 1*1 + 1*1 = 5;
   # kappa = (2*5 - 5) / (25 - 5) = 0.25
-  assert evaluate.cohen_kappa([0, -1, 2, 1, -1], [0, 1, 2, 0, 0]) == pytest.approx(0.25)
-  assert evaluate.cohen_kappa([0, 1, 1, 0], [0, 1, 1, 0]) == 1.0
-  assert evaluate.cohen_kappa([1, 0, 0, 1], [0, 1, 1, 0]) == -1.0
+  assert metrics.cohen_kappa([0, -1, 2, 1, -1], [0, 1, 2, 0, 0]) == pytest.approx(0.25)
+  assert metrics.cohen_kappa([0, 1, 1, 0], [0, 1, 1, 0]) == 1.0
+  assert metrics.cohen_kappa([1, 0, 0, 1], [0, 1, 1, 0]) == -1.0
   # constant gold: p_o == p_e whatever a varying pred does -> 0
-  assert evaluate.cohen_kappa([0, 0, 1, -1], [0, 0, 0, 0]) == 0.0
+  assert metrics.cohen_kappa([0, 0, 1, -1], [0, 0, 0, 0]) == 0.0
   # p_e == 1 (both the same constant) and empty input: undefined
-  assert math.isnan(evaluate.cohen_kappa([0, 0, 0], [0, 0, 0]))
-  assert math.isnan(evaluate.cohen_kappa([], []))
+  assert math.isnan(metrics.cohen_kappa([0, 0, 0], [0, 0, 0]))
+  assert math.isnan(metrics.cohen_kappa([], []))
   with pytest.raises(ValueError, match="pred has 2 items, gold has 3"):
-    evaluate.cohen_kappa([0, 1], [0, 1, 1])
+    metrics.cohen_kappa([0, 1], [0, 1, 1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,64 +128,64 @@ def test_cohen_kappa_hand_values_and_degenerate_cases():
 def test_bootstrap_ci_contains_the_mean_and_is_deterministic():
   rng = np.random.default_rng(0)
   values = (rng.random(200) < 0.7).astype(float)
-  lo, hi = evaluate.bootstrap_ci(values)
+  lo, hi = metrics.bootstrap_ci(values)
   assert lo < values.mean() < hi
   # binomial: the half-width is about 1.96 * sqrt(p (1 - p) / n) ~ 0.064
   assert 0.09 < hi - lo < 0.16
-  assert evaluate.bootstrap_ci(values) == (lo, hi)
-  assert evaluate.bootstrap_ci(values, seed=1) != (lo, hi)
+  assert metrics.bootstrap_ci(values) == (lo, hi)
+  assert metrics.bootstrap_ci(values, seed=1) != (lo, hi)
 
 
 def test_bootstrap_ci_hand_computed_two_points():
   # values [0, 1]: resampled means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4, so the 30%
   # and 70% quantiles (alpha = 0.6) are both 0.5 and the 2.5% / 97.5% ones are 0 and 1.
-  assert evaluate.bootstrap_ci([0.0, 1.0], n_boot=4000, alpha=0.6) == (0.5, 0.5)
-  assert evaluate.bootstrap_ci([0.0, 1.0], n_boot=4000) == (0.0, 1.0)
+  assert metrics.bootstrap_ci([0.0, 1.0], n_boot=4000, alpha=0.6) == (0.5, 0.5)
+  assert metrics.bootstrap_ci([0.0, 1.0], n_boot=4000) == (0.0, 1.0)
 
 
 def test_bootstrap_ci_degenerate_and_width():
   for v in (0.0, 1.0, 0.7, 1 / 3):
-    assert evaluate.bootstrap_ci([v] * 37) == (v, v)
-  assert evaluate.bootstrap_ci([0.25]) == (0.25, 0.25)
-  few = evaluate.bootstrap_ci([0.0, 1.0] * 10)
-  many = evaluate.bootstrap_ci([0.0, 1.0] * 200)
+    assert metrics.bootstrap_ci([v] * 37) == (v, v)
+  assert metrics.bootstrap_ci([0.25]) == (0.25, 0.25)
+  few = metrics.bootstrap_ci([0.0, 1.0] * 10)
+  many = metrics.bootstrap_ci([0.0, 1.0] * 200)
   assert few[1] - few[0] > 3 * (many[1] - many[0])
 
 
 def test_bootstrap_ci_errors_name_the_argument():
   with pytest.raises(ValueError, match="values must be a non-empty"):
-    evaluate.bootstrap_ci([])
+    metrics.bootstrap_ci([])
   with pytest.raises(ValueError, match="nan or inf"):
-    evaluate.bootstrap_ci([1.0, float("nan")])
+    metrics.bootstrap_ci([1.0, float("nan")])
   with pytest.raises(ValueError, match="n_boot=0"):
-    evaluate.bootstrap_ci([1.0], n_boot=0)
+    metrics.bootstrap_ci([1.0], n_boot=0)
   with pytest.raises(ValueError, match="alpha=1"):
-    evaluate.bootstrap_ci([1.0], alpha=1)
+    metrics.bootstrap_ci([1.0], alpha=1)
   with pytest.raises(ValueError, match="seed=-1"):
-    evaluate.bootstrap_ci([1.0], seed=-1)
+    metrics.bootstrap_ci([1.0], seed=-1)
 
 
 # ---------------------------------------------------------------------------------------------
 # Voting@k curves.
 
 def test_subsample_indices():
-  idx = evaluate.subsample_indices(8, 3, n_draws=50, seed=0, item=4)
+  idx = metrics.subsample_indices(8, 3, n_draws=50, seed=0, item=4)
   assert idx.shape == (50, 3)
   for row in idx:
     assert list(row) == sorted(set(row)) and 0 <= row.min() and row.max() < 8
   assert len({tuple(r) for r in idx}) > 10                    # draws differ
-  np.testing.assert_array_equal(idx, evaluate.subsample_indices(8, 3, 50, seed=0, item=4))
-  assert not np.array_equal(idx, evaluate.subsample_indices(8, 3, 50, seed=0, item=5))
-  assert not np.array_equal(idx, evaluate.subsample_indices(8, 3, 50, seed=1, item=4))
+  np.testing.assert_array_equal(idx, metrics.subsample_indices(8, 3, 50, seed=0, item=4))
+  assert not np.array_equal(idx, metrics.subsample_indices(8, 3, 50, seed=0, item=5))
+  assert not np.array_equal(idx, metrics.subsample_indices(8, 3, 50, seed=1, item=4))
   # the whole pool: exactly one subset
-  np.testing.assert_array_equal(evaluate.subsample_indices(5, 5, 10), [[0, 1, 2, 3, 4]])
+  np.testing.assert_array_equal(metrics.subsample_indices(5, 5, 10), [[0, 1, 2, 3, 4]])
   # every sample is drawn about equally often
-  counts = np.bincount(evaluate.subsample_indices(4, 2, 4000).ravel(), minlength=4)
+  counts = np.bincount(metrics.subsample_indices(4, 2, 4000).ravel(), minlength=4)
   assert np.all(np.abs(counts / 8000 - 0.25) < 0.02)
   with pytest.raises(ValueError, match="k=9 must be in 1..pool_size=8"):
-    evaluate.subsample_indices(8, 9, 3)
+    metrics.subsample_indices(8, 9, 3)
   with pytest.raises(ValueError, match="n_draws=0"):
-    evaluate.subsample_indices(8, 2, 0)
+    metrics.subsample_indices(8, 2, 0)
 
 
 def _meta_items():
@@ -200,7 +200,7 @@ def _meta_items():
 
 def test_voting_curve_hand_values_at_the_whole_pool():
   exs, pool, meta = _meta_items()
-  c = evaluate.voting_curve(exs, pool, meta, n_draws=5, n_boot=200)
+  c = metrics.voting_curve(exs, pool, meta, n_draws=5, n_boot=200)
   assert c.ks == (1, 2, 4) and c.skipped == (8, 16, 32, 64)
   assert c.n_items == 2 and c.n_draws == 5 and c.strict
   assert set(c.accuracy) == {"sum", "mode", "meta"}
@@ -210,7 +210,7 @@ def test_voting_curve_hand_values_at_the_whole_pool():
   # one sample votes alone at k = 1 (k_meta = 1): the three methods agree draw by draw
   assert c.accuracy["sum"][0] == c.accuracy["mode"][0] == c.accuracy["meta"][0]
   # without meta scores there is no meta curve
-  assert set(evaluate.voting_curve(exs, pool, ks=(4,), n_boot=10).accuracy) == {"sum", "mode"}
+  assert set(metrics.voting_curve(exs, pool, ks=(4,), n_boot=10).accuracy) == {"sum", "mode"}
 
 
 def test_voting_curve_equals_direct_voting_on_the_chosen_subsets():
@@ -223,20 +223,20 @@ def test_voting_curve_equals_direct_voting_on_the_chosen_subsets():
                for _ in range(8 + i)]
     pool.append(samples)
     meta.append([float(x) for x in rng.normal(size=len(samples))])
-  c = evaluate.voting_curve(exs, pool, meta, ks=(1, 2, 3, 8, 9), n_draws=4, seed=3, n_boot=50)
+  c = metrics.voting_curve(exs, pool, meta, ks=(1, 2, 3, 8, 9), n_draws=4, seed=3, n_boot=50)
   assert c.ks == (1, 2, 3, 8) and c.skipped == (9,)
   for j, k in enumerate(c.ks):
     per_item = {"sum": [], "mode": [], "meta": []}
     for i, (e, samples) in enumerate(zip(exs, pool)):
-      rows = evaluate.subsample_indices(len(samples), k, 4, seed=3, item=i)
+      rows = metrics.subsample_indices(len(samples), k, 4, seed=3, item=i)
       assert len(rows) == (1 if k == len(samples) else 4)
       hits = {"sum": [], "mode": [], "meta": []}
       for row in rows:
         sub = [samples[s] for s in row]
-        hits["sum"].append(evaluate.voted_correct(e, voting.vote(sub, e.n, "sum")))
-        hits["mode"].append(evaluate.voted_correct(e, voting.vote(sub, e.n, "mode"), "mode"))
+        hits["sum"].append(metrics.voted_correct(e, voting.vote(sub, e.n, "sum")))
+        hits["mode"].append(metrics.voted_correct(e, voting.vote(sub, e.n, "mode"), "mode"))
         r = voting.meta_vote(sub, [meta[i][s] for s in row], e.n, k_meta=max(1, k // 2))
-        hits["meta"].append(evaluate.voted_correct(e, r))
+        hits["meta"].append(metrics.voted_correct(e, r))
       for m in hits:
         per_item[m].append(np.mean(hits[m]))
     for m in per_item:
@@ -248,29 +248,29 @@ def test_voting_curve_equals_direct_voting_on_the_chosen_subsets():
 def test_voting_curve_paper_style_breaks_full_pool_ties():
   exs = [ex(2, 0)] * 300
   pool = [[[8, 3], [3, 8]]] * 300  # the whole pool (k = 2) is always a tie
-  strict = evaluate.voting_curve(exs, pool, ks=(2,), n_boot=10)
-  paper = evaluate.voting_curve(exs, pool, ks=(2,), strict=False, n_boot=10)
+  strict = metrics.voting_curve(exs, pool, ks=(2,), n_boot=10)
+  paper = metrics.voting_curve(exs, pool, ks=(2,), strict=False, n_boot=10)
   assert strict.accuracy["sum"] == (0.0,)
   assert 0.4 < paper.accuracy["sum"][0] < 0.6 and not paper.strict
 
 
 def test_voting_curve_skips_ks_above_the_smallest_pool_and_checks_input():
   exs = [ex(2, 0), ex(2, 0)]
-  c = evaluate.voting_curve(exs, [[[9, 1]] * 5, [[9, 1]] * 3], ks=(4, 1, 2, 2), n_boot=10)
+  c = metrics.voting_curve(exs, [[[9, 1]] * 5, [[9, 1]] * 3], ks=(4, 1, 2, 2), n_boot=10)
   assert c.ks == (1, 2) and c.skipped == (4,)
   assert c.accuracy["sum"] == (1.0, 1.0)
   with pytest.raises(ValueError, match="ks contains 0"):
-    evaluate.voting_curve(exs, [[[9, 1]]] * 2, ks=(0, 1))
+    metrics.voting_curve(exs, [[[9, 1]]] * 2, ks=(0, 1))
   with pytest.raises(ValueError, match="examples is empty"):
-    evaluate.voting_curve([], [])
+    metrics.voting_curve([], [])
   with pytest.raises(ValueError, match=r"pool\[1\]\[0\] has 3 scores"):
-    evaluate.voting_curve(exs, [[[9, 1]], [[9, 1, 1]]])
+    metrics.voting_curve(exs, [[[9, 1]], [[9, 1, 1]]])
 
 
 def test_curve_dict_round_trip():
   exs, pool, meta = _meta_items()
-  c = evaluate.voting_curve(exs, pool, meta, n_draws=3, n_boot=20)
-  assert evaluate.Curve.from_dict(json.loads(json.dumps(c.as_dict()))) == c
+  c = metrics.voting_curve(exs, pool, meta, n_draws=3, n_boot=20)
+  assert metrics.Curve.from_dict(json.loads(json.dumps(c.as_dict()))) == c
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ def _summary_items():
 
 def test_pool_metrics_hand_values():
   exs, pool = _summary_items()
-  m = evaluate.pool_metrics(exs, pool, n_boot=300)
+  m = metrics.pool_metrics(exs, pool, n_boot=300)
   assert (m["n_items"], m["n_ranked"], m["n_rated"], m["n_samples"]) == (6, 5, 1, 13)
   assert m["valid_rate"] == pytest.approx(10 / 13)
   assert m["accuracy"] == pytest.approx(2 / 5)
@@ -315,7 +315,7 @@ def test_pool_metrics_hand_values():
 
 def test_pool_metrics_paper_accuracy_averages_the_tie():
   exs, pool = _summary_items()
-  paper = [evaluate.pool_metrics(exs, pool, seed=s, n_boot=1)["accuracy_paper"] for s in range(200)]
+  paper = [metrics.pool_metrics(exs, pool, seed=s, n_boot=1)["accuracy_paper"] for s in range(200)]
   assert set(np.round(paper, 6)) == {0.4, 0.6}
   assert 0.47 < np.mean(paper) < 0.53
 
@@ -325,10 +325,10 @@ def test_pool_metrics_mode_voting():
   pool = [[[2, 9], [3, 2], [3, 2]], [[5, 9], [9, 5], [9, 5]]]
   # item 0 (label 0): sum [8, 13] wrong; mode [3, 2] right
   # item 1 (label 1): sum [23, 19] wrong; mode [9, 5] wrong
-  assert evaluate.pool_metrics(exs, pool, "sum", n_boot=10)["accuracy"] == 0.0
-  assert evaluate.pool_metrics(exs, pool, "mode", n_boot=10)["accuracy"] == 0.5
+  assert metrics.pool_metrics(exs, pool, "sum", n_boot=10)["accuracy"] == 0.0
+  assert metrics.pool_metrics(exs, pool, "mode", n_boot=10)["accuracy"] == 0.5
   with pytest.raises(ValueError, match="method='max'"):
-    evaluate.pool_metrics(exs, pool, "max")
+    metrics.pool_metrics(exs, pool, "max")
 
 
 def test_pool_metrics_kappa_with_a_constant_label():
@@ -336,19 +336,19 @@ def test_pool_metrics_kappa_with_a_constant_label():
   # shuffled kappa (responses relabelled per item) is 1. A judge always preferring the rejected
   # response: kappa 0 (p_o = p_e = 0), the shuffled one negative.
   exs = [ex(2, 0, "alpacaeval-easy") for _ in range(30)]
-  good = evaluate.pool_metrics(exs, [[[9, 2]]] * 30, n_boot=10)
-  bad = evaluate.pool_metrics(exs, [[[2, 9]]] * 30, n_boot=10)
+  good = metrics.pool_metrics(exs, [[[9, 2]]] * 30, n_boot=10)
+  bad = metrics.pool_metrics(exs, [[[2, 9]]] * 30, n_boot=10)
   assert good["kappa"] is None and good["kappa_shuffled"] == 1.0
   assert bad["kappa"] == 0.0 and bad["kappa_shuffled"] < -0.5
 
 
 def test_pool_metrics_undefined_parts_are_none():
-  m = evaluate.pool_metrics([ex(1, 5)], [[[5], None]], n_boot=10)
+  m = metrics.pool_metrics([ex(1, 5)], [[[5], None]], n_boot=10)
   assert m["accuracy"] is None and m["accuracy_ci"] is None and m["tie_rate"] is None
   assert m["kappa"] is None and m["score_best"] is None and m["best_of_n_accuracy"] is None
   assert m["rating_accuracy"] == 1.0 and m["valid_rate"] == 0.5
   with pytest.raises(ValueError, match="examples is empty"):
-    evaluate.pool_metrics([], [])
+    metrics.pool_metrics([], [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,7 +369,7 @@ def test_rewardbench_sections_hand_values():
     "math-prm": (0, 2), "hep-cpp": (3, 3), "hep-go": (0, 1),  # Reasoning: (0 + 3/4) / 2
     "my-subset": (2, 2),                                     # in no section
   })
-  rb = evaluate.rewardbench_scores(correct, subsets)
+  rb = metrics.rewardbench_scores(correct, subsets)
   assert rb["subsets"]["alpacaeval-easy"] == {"accuracy": 0.75, "n": 4}
   assert rb["subsets"]["my-subset"] == {"accuracy": 1.0, "n": 2}
   assert rb["sections"]["Chat"] == {"score": pytest.approx(0.8), "n": 5}
@@ -382,24 +382,24 @@ def test_rewardbench_sections_hand_values():
 
 
 def test_rewardbench_reasoning_with_one_half_and_float_credit():
-  rb = evaluate.rewardbench_scores([1, 0, 0.5, 1], ["math-prm"] * 4)
+  rb = metrics.rewardbench_scores([1, 0, 0.5, 1], ["math-prm"] * 4)
   assert rb["sections"]["Reasoning"]["score"] == pytest.approx(0.625)
   assert rb["final"] == pytest.approx(0.625)
-  rb = evaluate.rewardbench_scores([1, 0, 0], ["hep-rust", "hep-js", "hep-js"])
+  rb = metrics.rewardbench_scores([1, 0, 0], ["hep-rust", "hep-js", "hep-js"])
   assert rb["sections"]["Reasoning"]["score"] == pytest.approx(1 / 3)
-  rb = evaluate.rewardbench_scores([True], ["other"])
+  rb = metrics.rewardbench_scores([True], ["other"])
   assert rb["final"] is None and rb["unknown"] == ["other"]
   with pytest.raises(ValueError, match="correct has 1 items, subsets has 2"):
-    evaluate.rewardbench_scores([1], ["a", "b"])
+    metrics.rewardbench_scores([1], ["a", "b"])
   with pytest.raises(ValueError, match=r"correct\[1\]=2.0"):
-    evaluate.rewardbench_scores([1, 2], ["a", "b"])
+    metrics.rewardbench_scores([1, 2], ["a", "b"])
 
 
 def test_rewardbench_section_table_matches_method_md():
-  sections = evaluate.REWARDBENCH_SECTIONS
+  sections = metrics.REWARDBENCH_SECTIONS
   assert sum(len(v) for v in sections.values()) == 23
   assert sections["Chat Hard"][0] == "mt-bench-hard" and "donotanswer" in sections["Safety"]
-  assert set(evaluate.REWARDBENCH_CODE) | {"math-prm"} == set(sections["Reasoning"])
+  assert set(metrics.REWARDBENCH_CODE) | {"math-prm"} == set(sections["Reasoning"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,27 +418,27 @@ def test_best_of_k_hand_values():
     _bok((False, True), [(1, 0)]),                       # None: wrong; pair lost
   ]
   scores = [[3, 9, 5, 1], [5, 7, 7], [6, 6], None]
-  assert [evaluate.best_of_k_correct(it, s) for it, s in zip(items, scores)] == [True, False, False, False]
-  m = evaluate.best_of_k_metrics(items, scores, n_boot=200)
+  assert [metrics.best_of_k_correct(it, s) for it, s in zip(items, scores)] == [True, False, False, False]
+  m = metrics.best_of_k_metrics(items, scores, n_boot=200)
   assert m["n"] == 4 and m["accuracy"] == 0.25
   assert m["accuracy_ci"][0] <= 0.25 <= m["accuracy_ci"][1]
   assert m["accuracy_paper"] in (0.25, 0.5)
   assert m["tie_rate"] == 0.5
   assert m["pair_accuracy"] == pytest.approx(2 / 6) and m["n_pairs"] == 6
   # a tie between a correct and an incorrect response: right half the time when broken at random
-  hits = [evaluate.best_of_k_correct(items[2], [6, 6], np.random.default_rng(s)) for s in range(1000)]
+  hits = [metrics.best_of_k_correct(items[2], [6, 6], np.random.default_rng(s)) for s in range(1000)]
   assert 0.45 < np.mean(hits) < 0.55
   # a tie among correct responses is right either way when broken at random
-  assert evaluate.best_of_k_correct(items[0], [1, 9, 9, 1], np.random.default_rng(0))
-  assert not evaluate.best_of_k_correct(items[0], [1, 9, 9, 1])
+  assert metrics.best_of_k_correct(items[0], [1, 9, 9, 1], np.random.default_rng(0))
+  assert not metrics.best_of_k_correct(items[0], [1, 9, 9, 1])
 
 
 def test_best_of_k_errors():
   with pytest.raises(ValueError, match="3 scores for 2 responses"):
-    evaluate.best_of_k_correct(_bok((True, False), []), [1, 2, 3])
+    metrics.best_of_k_correct(_bok((True, False), []), [1, 2, 3])
   with pytest.raises(ValueError, match="2 items, 1 score lists"):
-    evaluate.best_of_k_metrics([_bok((True, False), [])] * 2, [[1, 2]])
-  m = evaluate.best_of_k_metrics([_bok((True, False), [])], [[2, 1]], n_boot=10)
+    metrics.best_of_k_metrics([_bok((True, False), [])] * 2, [[1, 2]])
+  m = metrics.best_of_k_metrics([_bok((True, False), [])], [[2, 1]], n_boot=10)
   assert m["accuracy"] == 1.0 and m["pair_accuracy"] is None and m["n_pairs"] == 0
 
 
@@ -446,7 +446,7 @@ def test_best_of_k_errors():
 # Reporting.
 
 def _curve():
-  return evaluate.Curve(ks=(1, 2), skipped=(4,), accuracy={"sum": (0.5, 0.625), "mode": (0.5, 0.6)},
+  return metrics.Curve(ks=(1, 2), skipped=(4,), accuracy={"sum": (0.5, 0.625), "mode": (0.5, 0.6)},
                         ci={"sum": ((0.25, 0.75), (0.375, 0.875)), "mode": ((0.25, 0.75), (0.35, 0.85))},
                         n_items=8, n_draws=10)
 
@@ -454,7 +454,7 @@ def _curve():
 def test_markdown_table():
   results = {"accuracy": 0.4, "accuracy_ci": [0.1, 0.7], "n_items": 6, "kappa": None,
              "score_counts": [0, 2], "per_family": {"a": {"accuracy": 1 / 3, "n": 3}}}
-  text = evaluate.markdown_table(results, _curve())
+  text = report.markdown_table(results, _curve())
   lines = text.splitlines()
   assert lines[:2] == ["| metric | value |", "| --- | --- |"]
   assert "| accuracy | 0.4000 [0.1000, 0.7000] |" in lines
@@ -467,39 +467,39 @@ def test_markdown_table():
   assert "| 2 | 0.6250 [0.3750, 0.8750] | 0.6000 [0.3500, 0.8500] |" in lines
   assert "skipped k (above the smallest pool): 4" in text
   # the curve's JSON form gives the same table
-  assert evaluate.markdown_table(results, json.loads(json.dumps(_curve().as_dict()))) == text
+  assert report.markdown_table(results, json.loads(json.dumps(_curve().as_dict()))) == text
 
 
 def test_markdown_table_of_real_results():
   exs, pool = _summary_items()
-  m = evaluate.pool_metrics(exs, pool, n_boot=50)
-  text = evaluate.markdown_table({**m, "rewardbench": evaluate.rewardbench_scores([1, 0], ["hep-go"] * 2)})
+  m = metrics.pool_metrics(exs, pool, n_boot=50)
+  text = report.markdown_table({**m, "rewardbench": metrics.rewardbench_scores([1, 0], ["hep-go"] * 2)})
   assert "| kappa | 0.2500 |" in text and "| rewardbench.sections.Reasoning.score | 0.5000 |" in text
   assert "| rewardbench.sections.Safety.score | n/a |" in text
-  text = evaluate.markdown_table(evaluate.pool_metrics([ex(2, 0)], [[[9, 1]]], n_boot=10))
+  text = report.markdown_table(metrics.pool_metrics([ex(2, 0)], [[[9, 1]]], n_boot=10))
   assert "| per_family.(empty).accuracy | 1.0000 |" in text
 
 
 def test_plot_curve_writes_a_png(tmp_path):
   path = tmp_path / "curve.png"
-  evaluate.plot_curve(_curve(), str(path), extra_lines={"greedy": 0.61, "scalar RM": 0.55})
+  report.plot_curve(_curve(), str(path), extra_lines={"greedy": 0.61, "scalar RM": 0.55})
   data = path.read_bytes()
   assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
   path2 = tmp_path / "one.png"
-  one = evaluate.Curve(ks=(4,), skipped=(), accuracy={"sum": (0.7,)}, ci={"sum": ((0.6, 0.8),)},
+  one = metrics.Curve(ks=(4,), skipped=(), accuracy={"sum": (0.7,)}, ci={"sum": ((0.6, 0.8),)},
                        n_items=3, n_draws=1)
-  evaluate.plot_curve(one.as_dict(), str(path2), title="one k")
+  report.plot_curve(one.as_dict(), str(path2), title="one k")
   assert path2.read_bytes()[:4] == b"\x89PNG"
-  empty = evaluate.Curve(ks=(), skipped=(8,), accuracy={"sum": ()}, ci={"sum": ()}, n_items=1, n_draws=1)
+  empty = metrics.Curve(ks=(), skipped=(8,), accuracy={"sum": ()}, ci={"sum": ()}, n_items=1, n_draws=1)
   with pytest.raises(ValueError, match="no k"):
-    evaluate.plot_curve(empty, str(tmp_path / "x.png"))
+    report.plot_curve(empty, str(tmp_path / "x.png"))
 
 
 def test_roc_auc_against_hand_counts():
   # positives 0.9, 0.4; negatives 0.4, 0.1: pairs (0.9>0.4), (0.9>0.1), (0.4=0.4 -> 1/2), (0.4>0.1)
-  assert evaluate.roc_auc([0.9, 0.4, 0.4, 0.1], [True, True, False, False]) == pytest.approx(3.5 / 4)
-  assert evaluate.roc_auc([1, 2, 3], [False, False, True]) == 1.0
-  assert evaluate.roc_auc([3, 2, 1], [False, False, True]) == 0.0
-  assert evaluate.roc_auc([1, 2], [True, True]) is None
+  assert metrics.roc_auc([0.9, 0.4, 0.4, 0.1], [True, True, False, False]) == pytest.approx(3.5 / 4)
+  assert metrics.roc_auc([1, 2, 3], [False, False, True]) == 1.0
+  assert metrics.roc_auc([3, 2, 1], [False, False, True]) == 0.0
+  assert metrics.roc_auc([1, 2], [True, True]) is None
   with pytest.raises(ValueError, match="roc_auc"):
-    evaluate.roc_auc([1, 2], [True])
+    metrics.roc_auc([1, 2], [True])

@@ -4,9 +4,10 @@ import itertools
 import jax
 import pytest
 
-from spct_jax import evaluate, judge
+from spct_jax import judge
+from spct_jax.evaluate import metrics
 from spct_jax.data import synthetic
-from spct_jax.data.example import GRMExample, user
+from spct_jax.example import GRMExample, user
 from spct_jax.grm import voting
 from spct_jax.model import config as model_config
 from spct_jax.model import transformer
@@ -44,15 +45,15 @@ def test_judge_maps_scores_back_to_the_original_order():
   assert len(js[0].texts) == 6 and sorted(set(js[0].perms)) == sorted(itertools.permutations(range(3)))
   # the texts of a random tiny model are not valid critiques: every sample is counted invalid
   assert js[0].scores == [None] * 6
-  m = evaluate.judgement_metrics([ex], js)
+  m = metrics.judgement_metrics([ex], js)
   assert m == {"accuracy": 0.0, "tie_rate": 0.0, "valid_rate": 0.0}
 
 
 def test_voted_correct_rules():
   ex2 = GRMExample((user("q"),), ("a", "b"), label=1)
-  assert evaluate.voted_correct(ex2, voting.vote([[3, 8], [4, 7]], 2))
-  assert not evaluate.voted_correct(ex2, voting.vote([[8, 3], [3, 8]], 2))  # tie is wrong
+  assert metrics.voted_correct(ex2, voting.vote([[3, 8], [4, 7]], 2))
+  assert not metrics.voted_correct(ex2, voting.vote([[8, 3], [3, 8]], 2))  # tie is wrong
   ex1 = GRMExample((user("q"),), ("a",), label=7)
-  assert evaluate.voted_correct(ex1, voting.vote([[7], [8], [6]], 1))       # mean 7
-  assert evaluate.voted_correct(ex1, voting.vote([[7], [7], [2]], 1, "mode"), "mode")
-  assert not evaluate.voted_correct(ex1, voting.vote([None, None], 1))
+  assert metrics.voted_correct(ex1, voting.vote([[7], [8], [6]], 1))       # mean 7
+  assert metrics.voted_correct(ex1, voting.vote([[7], [7], [2]], 1, "mode"), "mode")
+  assert not metrics.voted_correct(ex1, voting.vote([None, None], 1))

@@ -62,3 +62,29 @@ def test_runnable_readme_commands_parse(command, tmp_path):
     if arg.startswith("--") and not arg.startswith("--config."):
       flag = arg[2:].split("=", 1)[0]
       assert f"--{flag}" in proc.stdout, f"{module} has no flag --{flag}"
+
+
+def _package_map() -> str:
+  text = (ROOT / "README.md").read_text()
+  section = text.split("## Map of the package", 1)[1]
+  return section.split("```", 2)[1]
+
+
+def test_the_package_map_names_every_module_and_only_real_ones():
+  block = _package_map()
+  named = set(re.findall(r"[\w/]+\.py", block))
+  files = {p.relative_to(ROOT / "spct_jax").as_posix() for p in (ROOT / "spct_jax").rglob("*.py")}
+  for rel in files:
+    if pathlib.PurePosixPath(rel).name == "__init__.py":
+      continue
+    assert pathlib.PurePosixPath(rel).name in block, f"README package map does not name spct_jax/{rel}"
+  basenames = {pathlib.PurePosixPath(f).name for f in files} | {p.name for p in (ROOT / "scripts").glob("*.py")}
+  for name in named:
+    assert pathlib.PurePosixPath(name).name in basenames, f"README package map names {name}, which does not exist"
+
+
+def test_the_package_map_lists_the_layers_the_import_test_enforces():
+  from test_layers import LAYERS
+  lines = _package_map().splitlines()
+  for name, _ in LAYERS:
+    assert any(line.startswith(f"  {name} ") for line in lines), f"README package map has no layer {name!r}"

@@ -11,8 +11,9 @@ import scipy.stats
 from hypothesis import given, settings, strategies as st
 
 from spct_jax import sampling as S
+from spct_jax.data import pipeline
 from spct_jax.model import config, transformer
-from spct_jax.train import mesh as mesh_lib
+from spct_jax import mesh as mesh_lib
 from spct_jax.train import sft
 
 K, N = 4, 8
@@ -41,7 +42,7 @@ def keys():
 def sampled(tiny, prompts, keys):
   """The shared run: both prompts in one left-padded batch, no stop tokens."""
   cfg, params, _ = tiny
-  tokens, mask = S.left_pad(prompts)
+  tokens, mask = pipeline.pad(prompts, 0, left=True)
   return tokens, mask, S.sample(cfg, params, tokens, mask, keys, k=K, max_new_tokens=N, sampling=METHOD)
 
 
@@ -51,7 +52,7 @@ def _full_logits(model, params, batch):
 
 def test_greedy_equals_teacher_forced_argmax(tiny, prompts):
   cfg, params, model = tiny
-  tokens, mask = S.left_pad(prompts)
+  tokens, mask = pipeline.pad(prompts, 0, left=True)
   out = S.sample(cfg, params, tokens, mask, jax.random.key(0), k=2, max_new_tokens=N, sampling=S.Greedy())
   assert out.tokens.shape == (2, 2, N) and out.logprobs.shape == (2, 2, N)
   np.testing.assert_array_equal(out.tokens[:, 0], out.tokens[:, 1])  # greedy ignores the key
@@ -93,21 +94,21 @@ def test_padded_batch_equals_each_prompt_alone(tiny, prompts, keys, sampled):
   cfg, params, _ = tiny
   _, _, out = sampled
   for b, p in enumerate(prompts):
-    tokens, mask = S.left_pad([p])
+    tokens, mask = pipeline.pad([p], 0, left=True)
     alone = S.sample(cfg, params, tokens, mask, keys[b:b + 1], k=K, max_new_tokens=N, sampling=METHOD)
     np.testing.assert_array_equal(alone.tokens[0], out.tokens[b])
     np.testing.assert_allclose(alone.logprobs[0], out.logprobs[b], atol=1e-5)
   # one key for the batch: prompt b gets fold_in(key, b), whatever the batch size
-  tokens, mask = S.left_pad(prompts)
+  tokens, mask = pipeline.pad(prompts, 0, left=True)
   both = S.sample(cfg, params, tokens, mask, jax.random.key(5), k=K, max_new_tokens=N, sampling=METHOD)
-  tokens, mask = S.left_pad(prompts[:1])
+  tokens, mask = pipeline.pad(prompts[:1], 0, left=True)
   first = S.sample(cfg, params, tokens, mask, jax.random.key(5), k=K, max_new_tokens=N, sampling=METHOD)
   np.testing.assert_array_equal(first.tokens[0], both.tokens[0])
 
 
 def test_temperature_samples_follow_the_softmax(tiny, prompts):
   cfg, params, model = tiny
-  tokens, mask = S.left_pad(prompts[:1])
+  tokens, mask = pipeline.pad(prompts[:1], 0, left=True)
   n = 4096
   out = S.sample(cfg, params, tokens, mask, jax.random.key(7), k=n, max_new_tokens=1, sampling=METHOD)
   drawn = np.asarray(out.tokens[0, :, 0])
@@ -177,7 +178,7 @@ def test_compiled_once_per_bucket(tiny, keys):
   rng = np.random.default_rng(1)
 
   def run(lengths):
-    tokens, mask = S.left_pad([rng.integers(3, 4096, size=n).tolist() for n in lengths])
+    tokens, mask = pipeline.pad([rng.integers(3, 4096, size=n).tolist() for n in lengths], 0, left=True)
     S.sample(cfg, params, tokens, mask, keys, k=K, max_new_tokens=N, sampling=METHOD)
     return S._sample_jit._cache_size()
 
@@ -185,7 +186,7 @@ def test_compiled_once_per_bucket(tiny, keys):
   assert run((11, 16)) == base            # same bucket (16): no new trace
   assert run((20, 2)) == base + 1         # bucket 32: one new compile
   assert run((31, 17)) == base + 1
-  assert S.bucket_length(17) == 32 and S.bucket_length(3) == 16 and S.bucket_length(5, (8, 64)) == 8
+  assert pipeline.bucket_length(17) == 32 and pipeline.bucket_length(3) == 16 and pipeline.bucket_length(5, (8, 64)) == 8
 
 
 def test_bad_inputs_are_named(tiny):
@@ -250,7 +251,7 @@ def test_top_k_top_p_never_sample_outside_the_allowed_set(logits, top_k, top_p, 
 
 
 def test_generate_returns_the_decoded_samples(tiny, keys):
-  from spct_jax.data.example import user
+  from spct_jax.example import user
   from spct_jax.tokenizer import Tokenizer
   cfg, params, _ = tiny
   tok = Tokenizer.load()
@@ -258,7 +259,7 @@ def test_generate_returns_the_decoded_samples(tiny, keys):
   texts = [tok.chat_prompt([user(q)]) for q in questions]
   got = S.generate(texts, cfg=cfg, params=params, tokenizer=tok, k=K, max_new_tokens=N, sampling=METHOD, rng=keys)
   assert len(got) == 2 and all(len(g) == K for g in got)
-  tokens, mask = S.left_pad([tok.encode(t, add_bos=True) for t in texts], tok.pad_id)
+  tokens, mask = pipeline.pad([tok.encode(t, add_bos=True) for t in texts], tok.pad_id, left=True)
   out = S.sample(cfg, params, tokens, mask, keys, k=K, max_new_tokens=N, sampling=METHOD,
                  stop_ids=(tok.eos_id, *tok.end_of_turn_ids), pad_id=tok.pad_id)
   ids, lengths, done = np.asarray(out.tokens), np.asarray(out.lengths), np.asarray(out.done)

@@ -9,7 +9,7 @@ import sentencepiece as spm
 from hypothesis import given, settings, strategies as st
 
 from spct_jax.data import synthetic
-from spct_jax.data.example import Turn, assistant, user
+from spct_jax.example import Turn, assistant, user
 from spct_jax.grm import prompts
 from spct_jax.tokenizer import PLAIN_MARKERS, Tokenizer, plain_chat
 

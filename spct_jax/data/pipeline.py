@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from spct_jax.data.example import GRMExample, Turn, user
+from spct_jax.example import GRMExample, Turn, user
 from spct_jax.grm import prompts
 
 DEFAULT_BUCKETS = (128, 256, 512, 1024, 2048, 4096, 8192)
@@ -121,14 +121,22 @@ def encode_sft(example: GRMExample, critique: str, tok, *, max_len: int, variant
   return tokens, loss_mask
 
 
-def bucket_length(length: int, buckets: Sequence[int] | None, max_len: int) -> int:
-  """The smallest bucket >= length (buckets None: max_len itself), capped at max_len."""
+def bucket_length(length: int, buckets: Sequence[int] | None = None, cap: int | None = None) -> int:
+  """The smallest bucket >= length, at most `cap`; the default buckets are the powers of two >= 16.
+  Given buckets of which none is long enough: `cap`, or an error when there is no cap."""
   if buckets is None:
-    return max_len
+    b = 16
+    while b < length:
+      b *= 2
+    return b if cap is None else min(b, cap)
   if any(b <= 0 for b in buckets):
     raise ValueError(f"buckets={tuple(buckets)} must be positive lengths")
   fits = [b for b in sorted(buckets) if b >= length]
-  return min(fits[0], max_len) if fits else max_len
+  if not fits:
+    if cap is None:
+      raise ValueError(f"length {length} exceeds the largest bucket {max(buckets)} of {tuple(buckets)}")
+    return cap
+  return fits[0] if cap is None else min(fits[0], cap)
 
 
 def batch_sft(pairs: Sequence[tuple[GRMExample, str]], tok, *, max_len: int,
@@ -145,8 +153,8 @@ def batch_sft(pairs: Sequence[tuple[GRMExample, str]], tok, *, max_len: int,
           for ex, c in pairs]
   rows = [r for r in rows if r is not None]
   longest = max((len(t) for t, _ in rows), default=1)
-  t_len = bucket_length(longest, buckets, max_len)
-  tokens, pad_mask = pad_right([t for t, _ in rows], tok.pad_id, t_len)
+  t_len = max_len if buckets is None else bucket_length(longest, buckets, cap=max_len)
+  tokens, pad_mask = pad([t for t, _ in rows], tok.pad_id, t_len)
   loss_mask = np.zeros_like(pad_mask)
   for i, (t, m) in enumerate(rows):
     loss_mask[i, :len(t)] = m
@@ -181,17 +189,20 @@ def response_ids(example: GRMExample, i: int, tok, *, max_len: int,
   return ids if len(ids) <= max_len else None
 
 
-def pad_right(rows: Sequence[Sequence[int]], pad_id: int, length: int | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-  """Right-padded (tokens [N, T] int32, pad_mask [N, T] bool); T = length or the longest row."""
+def pad(rows: Sequence[Sequence[int]], pad_id: int, length: int | None = None, *, left: bool = False
+        ) -> tuple[np.ndarray, np.ndarray]:
+  """Padded (tokens [N, T] int32, pad_mask [N, T] bool); T = length or the longest row.
+
+  Right-padded (training rows), or left-padded with left=True (the sampler's prompts)."""
   t_len = length if length is not None else max((len(r) for r in rows), default=1)
   tokens = np.full((len(rows), t_len), pad_id, np.int32)
   pad_mask = np.zeros((len(rows), t_len), bool)
   for i, r in enumerate(rows):
     if len(r) > t_len:
-      raise ValueError(f"pad_right: row {i} has {len(r)} tokens, more than length={t_len}")
-    tokens[i, :len(r)] = r
-    pad_mask[i, :len(r)] = True
+      raise ValueError(f"pad: row {i} has {len(r)} tokens, more than length={t_len}")
+    cols = slice(t_len - len(r), t_len) if left else slice(0, len(r))
+    tokens[i, cols] = r
+    pad_mask[i, cols] = True
   return tokens, pad_mask
 
 
@@ -227,11 +238,7 @@ def encode_prompts(examples: Sequence[GRMExample], tok, *, max_len: int, variant
       rows.append(ids)
       index.append(i)
   longest = max((len(r) for r in rows), default=1)
-  t_len = bucket_length(longest, buckets, max_len)
-  tokens = np.full((len(rows), t_len), tok.pad_id, np.int32)
-  pad_mask = np.zeros((len(rows), t_len), bool)
-  for b, r in enumerate(rows):
-    tokens[b, t_len - len(r):] = r
-    pad_mask[b, t_len - len(r):] = True
+  t_len = max_len if buckets is None else bucket_length(longest, buckets, cap=max_len)
+  tokens, pad_mask = pad(rows, tok.pad_id, t_len, left=True)
   return (PromptBatch(tokens, pad_mask, np.asarray([len(r) for r in rows], np.int32),
                       np.asarray(index, np.int64)), stats)

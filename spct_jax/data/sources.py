@@ -41,7 +41,7 @@ import os
 import re
 from typing import Any, Iterator, Sequence
 
-from spct_jax.data.example import ROLES, GRMExample, Turn, user
+from spct_jax.example import ROLES, GRMExample, Turn, user
 
 FORMATS = ("auto", "rewardbench", "ppe_human", "ppe_correctness", "grm")
 WINNERS = ("model_a", "model_b", "tie")

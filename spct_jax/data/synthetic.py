@@ -41,7 +41,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from spct_jax.data.example import GRMExample, Turn, assistant, user
+from spct_jax.example import GRMExample, Turn, assistant, user
 
 FAMILIES = ("dialogue", "qa_ranking", "summary", "bias", "constraints")
 DIFFICULTIES = (1, 2, 3)

@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from spct_jax.data import sources, synthetic
-from spct_jax.data.example import GRMExample, Turn
+from spct_jax.example import GRMExample, Turn
 
 VERSION = "1.0.0"
 SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1_000_003, "test": 2_000_006}

@@ -20,15 +20,13 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  from spct_jax import mesh
   from spct_jax.evaluate import run
-  from spct_jax.train import mesh, stages
+  from spct_jax.train import chain
   mesh.maybe_initialize_distributed()
   path = config_flags.get_config_filename(flags.FLAGS["config"])
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
-  cfg = _CONFIG.value
-  if cfg.smoke:
-    cfg = stages.shrink(cfg)
-  run.run(cfg, _WORKDIR.value, path, overrides)
+  run.run(chain.as_run(_CONFIG.value), _WORKDIR.value, path, overrides)
 
 
 if __name__ == "__main__":

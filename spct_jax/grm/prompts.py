@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from spct_jax.data.example import GRMExample, Turn
+from spct_jax.example import GRMExample, Turn
 
 VARIANTS = ("principles", "no_principles", "hinted", "meta")
 META_INSTRUCTION = "Please score the responses."

@@ -23,17 +23,19 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax and absl are chatty at INFO; -v 0 restores it
-  from spct_jax.train import loop, mesh, stages
+  from spct_jax import mesh
+  from spct_jax.train import chain, loop
   mesh.maybe_initialize_distributed()  # several hosts (TPU pod slices, SLURM): one process each
   path = config_flags.get_config_filename(flags.FLAGS["config"])
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
   if _DRY_RUN.value:
-    for stage_cfg, done in stages.plan_chain(_CONFIG.value, path, _WORKDIR.value, overrides):
+    for stage_cfg, done in chain.plan_chain(_CONFIG.value, path, _WORKDIR.value, overrides):
       print(f"[dry run] {stage_cfg.stage:<8s} init={stage_cfg.init:<16s} model={stage_cfg.model.preset:<10s} "
-            f"steps={stage_cfg.train.steps:<5d} {'(done: skipped)' if done else '(would run)'}")
+            f"steps={stage_cfg.train.steps:<5d} batch={stage_cfg.train.batch_size:<4d} "
+            f"{'(done: skipped)' if done else '(would run)'}")
     return
   try:
-    stages.run_chain(_CONFIG.value, path, _WORKDIR.value, overrides)
+    chain.run_chain(_CONFIG.value, path, _WORKDIR.value, overrides)
   except loop.Preempted as e:
     print(f"[train] {e}. Rerun the same command to resume.", flush=True)
     sys.exit(0)

@@ -1,4 +1,4 @@
-"""Orbax checkpoints: save/resume a whole train state, survive preemption, export params.
+"""Orbax checkpoints of a train state: save, resume, survive preemption.
 
 Layout of a stage's checkpoint directory (one Orbax step folder per save):
   <dir>/<step>/state   the TrainState (params, optimizer state, step, rng), sharded as in memory
@@ -12,7 +12,6 @@ a half-written save is never listed; a step whose files are damaged fails to res
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 from typing import Any
@@ -70,37 +69,6 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any) -> tuple[An
 def abstract_like(tree: Any) -> Any:
   """ShapeDtypeStructs (with shardings) of a pytree of arrays, for `restore`."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
-
-
-# ---- Export: params only, plus the model config, readable without the training code's state.
-
-def export_params(params: Any, model_config: dict, directory: str, tokenizer: Any = None) -> str:
-  """Writes `<directory>/params` (Orbax, params only), `<directory>/model_config.json` and, given
-  a `spct_jax.tokenizer.Tokenizer`, `<directory>/tokenizer.model` (what later stages and exports
-  of this model must tokenize with)."""
-  directory = os.path.abspath(directory)
-  os.makedirs(directory, exist_ok=True)
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.join(directory, "params"), params, force=True)
-  with open(os.path.join(directory, "model_config.json"), "w") as f:
-    json.dump(model_config, f, indent=2, sort_keys=True)
-  if tokenizer is not None:
-    with open(os.path.join(directory, "tokenizer.model"), "wb") as f:
-      f.write(tokenizer.sp.serialized_model_proto())
-  return directory
-
-
-def load_params(directory: str, abstract_params: Any | None = None) -> tuple[Any, dict]:
-  """Reads an `export_params` folder: (params, model config dict)."""
-  directory = os.path.abspath(directory)
-  cfg_path = os.path.join(directory, "model_config.json")
-  if not os.path.exists(cfg_path):
-    raise FileNotFoundError(f"{cfg_path}: not an exported spct_jax model (model_config.json missing)")
-  with open(cfg_path) as f:
-    model_config = json.load(f)
-  with ocp.StandardCheckpointer() as ckptr:
-    params = ckptr.restore(os.path.join(directory, "params"), abstract_params)
-  return params, model_config
 
 
 # ---- Preemption: SIGTERM sets a flag; the loop saves and exits at the next step boundary.

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from spct_jax.train import checkpoint as ckpt_lib
-from spct_jax.train import mesh as mesh_lib
+from spct_jax import mesh as mesh_lib
 from spct_jax.train import metrics as metrics_lib
 
 

@@ -21,19 +21,11 @@ import json
 import os
 import time
 
-
 from spct_jax import judge as judge_lib
 from spct_jax import sampling as sampling_lib
 from spct_jax.data import synthetic
-from spct_jax.data.example import GRMExample, Turn
-from spct_jax.grm import scores as scores_lib
-from spct_jax.model import config as model_config
-from spct_jax.train import checkpoint as ckpt_lib
-from spct_jax.train import mesh as mesh_lib
-from spct_jax.train import stages
-from spct_jax.train import warmup
-
-TRAIN_SEED_OFFSET = 1  # RFT's items come from their own generator seed
+from spct_jax.example import GRMExample, Turn
+from spct_jax.train import stage
 
 
 @dataclasses.dataclass
@@ -49,46 +41,45 @@ class RFTStats:
   invalid: int = 0            # of those, unparseable
 
 
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+  """A kept critique: the example as it was shown, the critique, whether a hint produced it."""
+  shown: GRMExample
+  text: str
+  hinted: bool
+
+
 def collect(items, *, n_samples: int, sample_kwargs: dict, hinted: bool, max_hinted_share: float,
-            seed: int, max_new_tokens: int, sampling) -> tuple[list[tuple], RFTStats]:
-  """Samples, filters and hints; returns ([(shown example, critique, hinted)], stats)."""
+            seed: int, hint_seed: int, max_new_tokens: int, sampling) -> tuple[list[Trajectory], RFTStats]:
+  """Samples (orders and draws from `seed`), filters and hints (from `hint_seed`); returns the
+  kept trajectories and the stats."""
   stats = RFTStats(seen=len(items))
-  requests = judge_lib.plan_requests(items, n_samples, seed)
-  results = judge_lib.sample_all(requests, seed=seed, sampling=sampling, max_new_tokens=max_new_tokens,
-                                 desc="rft samples", **sample_kwargs)
-  per_item: list[list[tuple]] = [[] for _ in items]
-  for r, o in zip(requests, results):
-    for s in range(r.n_samples):
-      text = judge_lib.completion_text(sample_kwargs["tok"], o["tokens"][s], int(o["lengths"][s]), bool(o["done"][s]))
-      parsed = scores_lib.parse_scores(text, r.example.n)
-      stats.samples += 1
-      stats.invalid += parsed is None
-      ok = scores_lib.is_correct(parsed, r.example.label, r.example.n)
-      per_item[r.item].append((r.example, text, ok))
+  per_item: list[list[judge_lib.Critique]] = [[] for _ in items]
+  for c in judge_lib.sample_critiques(items, n_samples, seed, sampling=sampling, max_new_tokens=max_new_tokens,
+                                      desc="rft samples", **sample_kwargs):
+    stats.samples += 1
+    stats.invalid += not c.valid
+    per_item[c.item].append(c)
   kept, unsolved_idx = [], []
   for i, samples in enumerate(per_item):
-    n_ok = sum(ok for _, _, ok in samples)
+    n_ok = sum(c.correct for c in samples)
     if n_ok == len(samples):
       stats.too_easy += 1
     elif n_ok == 0:
       unsolved_idx.append(i)
     else:
       stats.kept_items += 1
-      kept += [(ex, text, False) for ex, text, ok in samples if ok]
+      kept += [Trajectory(c.shown, c.text, False) for c in samples if c.correct]
   if hinted and unsolved_idx:
-    hint_kwargs = {**sample_kwargs, "variant": "hinted"}
     hint_items = [items[i] for i in unsolved_idx]
-    hint_requests = judge_lib.plan_requests(hint_items, 1, seed + 1)
-    hint_results = judge_lib.sample_all(hint_requests, seed=seed + 1, sampling=sampling,
-                                        max_new_tokens=max_new_tokens, desc="rft hinted", **hint_kwargs)
     cap = int(max_hinted_share * len(kept) / max(1e-9, 1.0 - max_hinted_share)) if max_hinted_share < 1 else len(hint_items)
     rescued = set()
-    for r, o in zip(hint_requests, hint_results):
-      text = judge_lib.completion_text(sample_kwargs["tok"], o["tokens"][0], int(o["lengths"][0]), bool(o["done"][0]))
-      if scores_lib.is_correct(scores_lib.parse_scores(text, r.example.n), r.example.label, r.example.n):
+    for c in judge_lib.sample_critiques(hint_items, 1, hint_seed, sampling=sampling, max_new_tokens=max_new_tokens,
+                                        desc="rft hinted", **{**sample_kwargs, "variant": "hinted"}):
+      if c.correct:
         if len(rescued) < cap:
-          rescued.add(r.item)
-          kept.append((r.example, text, True))
+          rescued.add(c.item)
+          kept.append(Trajectory(c.shown, c.text, True))
         else:
           stats.hinted_dropped += 1
     stats.hinted = len(rescued)
@@ -101,49 +92,50 @@ def collect(items, *, n_samples: int, sample_kwargs: dict, hinted: bool, max_hin
   return kept, stats
 
 
-def write_trajectories(kept, path: str) -> None:
+def write_trajectories(kept: list[Trajectory], path: str) -> None:
   with open(path, "w") as f:
-    for ex, text, hinted in kept:
-      f.write(json.dumps({"id": ex.id, "family": ex.family, "context": [[t.role, t.text] for t in ex.context],
-                          "responses": list(ex.responses), "label": ex.label, "critique": text,
-                          "hinted": hinted}) + "\n")
+    for t in kept:
+      ex = t.shown
+      f.write(json.dumps({"id": ex.id, "family": ex.family, "context": [[x.role, x.text] for x in ex.context],
+                          "responses": list(ex.responses), "label": ex.label, "critique": t.text,
+                          "hinted": t.hinted}) + "\n")
+
+
+def read_trajectories(path: str) -> list[Trajectory]:
+  kept = []
+  with open(path) as f:
+    for line in f:
+      d = json.loads(line)
+      ex = GRMExample(tuple(Turn(*t) for t in d["context"]), tuple(d["responses"]), d["label"], d["family"], d["id"])
+      kept.append(Trajectory(ex, d["critique"], d["hinted"]))
+  return kept
 
 
 def run(cfg, workdir: str) -> dict:
-  t_start = time.perf_counter()
-  out_dir = stages.stage_dir(workdir, cfg.stage)
-  os.makedirs(out_dir, exist_ok=True)
-  tok = warmup.load_tokenizer(cfg, workdir)
-  mcfg, params = stages.initial_params(cfg, workdir)
-  mesh = mesh_lib.make_mesh(tuple(cfg.mesh.shape))
+  s = stage.begin(cfg, workdir)
   r = cfg.rft
-  traj_path = os.path.join(out_dir, "trajectories.jsonl")
-  stats_path = os.path.join(out_dir, "rft_stats.json")
+  traj_path = os.path.join(s.out_dir, "trajectories.jsonl")
+  stats_path = os.path.join(s.out_dir, "rft_stats.json")
   if os.path.exists(stats_path):  # resuming: the sampled set is already on disk
     with open(stats_path) as f:
       stats = RFTStats(**json.load(f))
-    kept = []
-    with open(traj_path) as f:
-      for line in f:
-        d = json.loads(line)
-        ex = GRMExample(tuple(Turn(*t) for t in d["context"]), tuple(d["responses"]), d["label"], d["family"], d["id"])
-        kept.append((ex, d["critique"], d["hinted"]))
+    kept = read_trajectories(traj_path)
   else:
-    items = warmup.items(cfg, r.n_items, cfg.seed + TRAIN_SEED_OFFSET)
+    items = stage.items(cfg, r.n_items, stage.seed(cfg, "rft"))
     t0 = time.perf_counter()
     kept, stats = collect(
-        items, n_samples=r.n_samples, hinted=r.hinted, max_hinted_share=r.max_hinted_share,
-        seed=cfg.seed + TRAIN_SEED_OFFSET, max_new_tokens=r.max_new_tokens,
-        sampling=sampling_lib.Temperature(r.temperature),
-        sample_kwargs=dict(cfg=mcfg, params=params, tok=tok, variant=cfg.data.variant,
-                           style=cfg.data.style, batch_size=r.sampler_batch, mesh=mesh))
+        items, n_samples=r.n_samples, hinted=r.hinted,
+        max_hinted_share=r.max_hinted_share, seed=stage.seed(cfg, "rft"), hint_seed=stage.seed(cfg, "rft_hinted"),
+        max_new_tokens=r.max_new_tokens, sampling=sampling_lib.Temperature(r.temperature),
+        sample_kwargs=dict(cfg=s.mcfg, params=s.params, tok=s.tok, variant=cfg.data.variant,
+                           style=cfg.data.style, batch_size=r.sampler_batch, mesh=s.mesh))
     print(f"[rft] sampled {stats.samples} critiques in {time.perf_counter() - t0:.0f}s: {dataclasses.asdict(stats)}", flush=True)
     write_trajectories(kept, traj_path)
     with open(stats_path, "w") as f:
       json.dump(dataclasses.asdict(stats), f, indent=2)
-  pairs = [(ex, text) for ex, text, _ in kept]
+  pairs = [(t.shown, t.text) for t in kept]
   n_mix = int(round(r.warmup_rows_per_item * r.n_items))
-  steps, rows, skipped, last = cfg.train.steps, {"tokens": []}, 0, {}
+  params, steps, rows, skipped, last = s.params, cfg.train.steps, {"tokens": []}, 0, {}
   if not pairs and not n_mix:
     print(f"[rft] WARNING: no trajectory kept ({dataclasses.asdict(stats)}) and rft.warmup_rows_per_item=0: "
           "nothing to fine-tune on, so this stage's output is its input model. The GRM cannot yet "
@@ -154,16 +146,11 @@ def run(cfg, workdir: str) -> dict:
     if not pairs:
       print(f"[rft] WARNING: no trajectory kept; training on {n_mix} warm-up rows only", flush=True)
     if n_mix:
-      extra = synthetic.generate(n_mix, seed=cfg.seed + 17, difficulty=cfg.data.difficulty,
+      extra = synthetic.generate(n_mix, seed=stage.seed(cfg, "rft_teacher"), difficulty=cfg.data.difficulty,
                                  n_responses=tuple(cfg.data.n_responses))
-      pairs += warmup.teacher_pairs(extra, cfg.seed + 17, cfg.data.error_rate, cfg.data.variant)
-    rows, skipped = warmup.sft_rows(pairs, tok, max_len=cfg.data.max_len, variant=cfg.data.variant,
-                                    style=cfg.data.style)
-    params, last = warmup.train_sft(cfg, mcfg, params, rows, out_dir, tok, mesh, "rft")
-  ckpt_lib.export_params(params, model_config.to_dict(mcfg), os.path.join(out_dir, "final"), tok)
-  summary = {"stage": "rft", **{f"rft_{k}": v for k, v in dataclasses.asdict(stats).items()},
-             "sft_rows": len(rows["tokens"]), "skipped_too_long": skipped, "steps": steps,
-             "final_loss": last.get("loss"), "wall_seconds": time.perf_counter() - t_start,
-             **{k: v for k, v in last.items() if k.startswith("val_")}}
-  warmup.print_summary(summary)
-  return summary
+      pairs += stage.teacher_pairs(extra, stage.seed(cfg, "rft_teacher"), cfg.data.error_rate, cfg.data.variant)
+    rows, skipped = stage.sft_rows(pairs, s.tok, max_len=cfg.data.max_len, variant=cfg.data.variant,
+                                   style=cfg.data.style)
+    params, last = stage.fit_sft(s, s.params, rows)
+  return stage.finish(s, params, last, steps=steps, **{f"rft_{k}": v for k, v in dataclasses.asdict(stats).items()},
+                      sft_rows=len(rows["tokens"]), skipped_too_long=skipped, final_loss=last.get("loss"))

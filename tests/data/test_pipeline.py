@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from spct_jax.data import pipeline, synthetic
-from spct_jax.data.example import GRMExample, assistant, user
+from spct_jax.example import GRMExample, assistant, user
 from spct_jax.grm import prompts
 from spct_jax.tokenizer import Tokenizer
 
@@ -101,7 +101,7 @@ def test_encode_prompts_left_padded_buckets(tok, pairs):
     pipeline.encode_prompts(exs[:1], tok, max_len=512, buckets=(0, 128))
 
 
-def test_response_ids_and_pad_right(tok):
+def test_response_ids_and_pad(tok):
   ex = _dialogue()
   ids = pipeline.response_ids(ex, 1, tok, max_len=512)
   assert ids[0] == tok.bos_id and ids[-1] == tok.answer_end_id
@@ -112,8 +112,19 @@ def test_response_ids_and_pad_right(tok):
   assert pipeline.response_ids(ex, 1, tok, max_len=5, stats=st) is None and st.too_long == 1
   with pytest.raises(ValueError, match="response 7"):
     pipeline.response_ids(ex, 7, tok, max_len=512)
-  tokens, mask = pipeline.pad_right([[5, 6, 7], [8]], pad_id=0)
+  tokens, mask = pipeline.pad([[5, 6, 7], [8]], pad_id=0)
   np.testing.assert_array_equal(tokens, [[5, 6, 7], [8, 0, 0]])
   np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 0, 0]])
   with pytest.raises(ValueError, match="row 0 has 3 tokens"):
-    pipeline.pad_right([[5, 6, 7]], 0, length=2)
+    pipeline.pad([[5, 6, 7]], 0, length=2)
+  tokens, mask = pipeline.pad([[5, 6, 7], [8]], 1, length=4, left=True)
+  np.testing.assert_array_equal(tokens, [[1, 5, 6, 7], [1, 1, 1, 8]])
+  np.testing.assert_array_equal(mask, [[0, 1, 1, 1], [0, 0, 0, 1]])
+
+
+def test_bucket_length():
+  assert pipeline.bucket_length(17) == 32 and pipeline.bucket_length(3) == 16
+  assert pipeline.bucket_length(5, (8, 64)) == 8 and pipeline.bucket_length(9, (8, 64), cap=40) == 40
+  assert pipeline.bucket_length(100, (8, 64), cap=40) == 40
+  with pytest.raises(ValueError, match="length 100 exceeds the largest bucket 64"):
+    pipeline.bucket_length(100, (8, 64))

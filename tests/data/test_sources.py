@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from spct_jax.data import sources, synthetic
-from spct_jax.data.example import Turn
+from spct_jax.example import Turn
 
 RB = [
     {"prompt": "What is 2 + 2?", "chosen": "4", "chosen_model": "m1", "rejected": "5",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spct_jax.data import synthetic
-from spct_jax.data.example import GRMExample, user
+from spct_jax.example import GRMExample, user
 from spct_jax.grm import prompts, scores
 
 SIZES = (1, 2, 3, 4)

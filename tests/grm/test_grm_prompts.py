@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from spct_jax.data.example import GRMExample, Turn, assistant, user
+from spct_jax.example import GRMExample, Turn, assistant, user
 from spct_jax.grm import prompts, scores
 
 PAIR = GRMExample(context=(user("What is 2 + 2?"),), responses=("4", "5"), label=0, id="p")

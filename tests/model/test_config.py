@@ -5,7 +5,7 @@ import jax
 import pytest
 
 from spct_jax.model import config, transformer
-from spct_jax.train import mesh as mesh_lib
+from spct_jax import mesh as mesh_lib
 
 # Published parameter totals (embeddings counted once when tied).
 PUBLISHED = {

@@ -18,7 +18,7 @@ import safetensors.flax
 import safetensors.numpy
 
 from spct_jax.model import config, hf, transformer
-from spct_jax.train import mesh as mesh_lib
+from spct_jax import mesh as mesh_lib
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 FAMILIES = ("llama", "qwen2", "gemma2", "mistral")

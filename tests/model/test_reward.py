@@ -13,7 +13,7 @@ import pytest
 import safetensors.numpy
 
 from spct_jax.model import config, hf, reward, transformer
-from spct_jax.train import mesh as mesh_lib
+from spct_jax import mesh as mesh_lib
 
 TINY = config.get_config("tiny")  # gemma2, window 16, soft-capping
 PAD = 0

@@ -1,30 +1,29 @@
 """Bundled stage results: fingerprints, save -> find -> install, and the shipped warm-up matches
 configs/warmup.py exactly (editing that config without rebundling fails here)."""
 import json
-import os
 import pathlib
 
 import jax
 import numpy as np
 import pytest
 
+from spct_jax.model import bundled, orbax_io, transformer
 from spct_jax.model import config as model_config
-from spct_jax.model import transformer
 from spct_jax.tokenizer import Tokenizer
-from spct_jax.train import bundled, checkpoint as ckpt_lib, stages
+from spct_jax.train import chain, stage
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _cfg():
-  return stages.load_config(str(ROOT / "configs" / "warmup.py"))
+  return chain.load_config(str(ROOT / "configs" / "warmup.py"))
 
 
 def test_fingerprint_ignores_logging_and_sees_everything_else():
   cfg = _cfg()
   base = bundled.fingerprint(cfg)
   for key, value in (("train.log_every", 3), ("train.ckpt_every", 7), ("bundled", False),
-                     ("checkpoint.keep_last", 9)):
+                     ("checkpoint.keep_last", 9), ("smoke_sizes.train.steps", 5)):
     other = cfg.copy_and_resolve_references()
     section, _, leaf = key.rpartition(".")
     (other[section] if section else other)[leaf] = value
@@ -34,17 +33,17 @@ def test_fingerprint_ignores_logging_and_sees_everything_else():
     section, _, leaf = key.rpartition(".")
     (other[section] if section else other)[leaf] = value
     assert bundled.fingerprint(other) != base, key
-  assert bundled.fingerprint(stages.shrink(cfg)) != base  # smoke mode never installs it
+  assert bundled.fingerprint(chain.smoke(cfg)) != base  # smoke mode never installs it
 
 
 def test_save_find_install_round_trip(tmp_path, monkeypatch):
   cfg = _cfg()
   mcfg = model_config.get_config("tiny")
   params = transformer.init_params(mcfg, jax.random.key(0))
-  stage = tmp_path / "work" / "warmup"
-  ckpt_lib.export_params(params, model_config.to_dict(mcfg), str(stage / "final"))
+  stage_dir = tmp_path / "work" / "warmup"
+  orbax_io.save(params, model_config.to_dict(mcfg), str(stage_dir / "final"))
   monkeypatch.setattr(bundled, "_root", lambda: str(tmp_path / "assets"))
-  bundled.save(cfg, str(stage), {"stage": "warmup", "val_accuracy": 0.5, "wall_seconds": 60.0},
+  bundled.save(cfg, str(stage_dir), {"stage": "warmup", "val_accuracy": 0.5, "wall_seconds": 60.0},
                str(tmp_path / "assets" / "warmup"))
   assert bundled.find(cfg) == str(tmp_path / "assets" / "warmup")
   off = cfg.copy_and_resolve_references()
@@ -53,9 +52,9 @@ def test_save_find_install_round_trip(tmp_path, monkeypatch):
   moved = cfg.copy_and_resolve_references()
   moved.seed = 3
   assert bundled.find(moved) is None
-  summary = bundled.install(cfg, bundled.find(cfg), str(tmp_path / "other" / "warmup"), Tokenizer.load())
+  summary = bundled.install(bundled.find(cfg), str(tmp_path / "other" / "warmup"), Tokenizer.load())
   assert summary["bundled"] is True and summary["val_accuracy"] == 0.5
-  got, got_cfg = ckpt_lib.load_params(str(tmp_path / "other" / "warmup" / "final"))
+  got, got_cfg = orbax_io.load(str(tmp_path / "other" / "warmup" / "final"))
   assert got_cfg == model_config.to_dict(mcfg)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -77,20 +76,21 @@ def test_the_shipped_warmup_is_the_result_of_configs_warmup():
 def test_init_bundled_starts_from_the_shipped_params(tmp_path):
   cfg = _cfg()
   cfg.init = "bundled:warmup"
-  mcfg, params = stages.initial_params(cfg, str(tmp_path))
+  m = stage.load_model(cfg, str(tmp_path))
+  mcfg, params = m.config, m.params
   want, saved, _ = bundled.load(bundled.folder("warmup"))
   assert mcfg == model_config.from_dict(saved)
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   cfg.init = "bundled:nope"
   with pytest.raises(FileNotFoundError, match=r"init='bundled:nope'.*bundled: \['warmup'\]"):
-    stages.initial_params(cfg, str(tmp_path))
+    stage.load_model(cfg, str(tmp_path))
 
 
 def test_the_no_principles_baseline_chain_starts_from_the_bundled_warmup(tmp_path):
   path = str(ROOT / "configs" / "grpo_no_principles.py")
-  chain = stages.plan_chain(stages.load_config(path), path, str(tmp_path))
-  assert [(c.stage, c.init, c.data.variant) for c, _ in chain] == [
+  planned = chain.plan_chain(chain.load_config(path), path, str(tmp_path))
+  assert [(c.stage, c.init, c.data.variant) for c, _ in planned] == [
       ("warmup", "bundled:warmup", "no_principles"), ("rft", "stage:warmup", "no_principles"),
       ("grpo", "stage:rft", "no_principles")]
-  assert bundled.find(chain[0][0]) is None  # it trains (from the bundled params), not installs
+  assert bundled.find(planned[0][0]) is None  # it trains (from the bundled params), not installs

@@ -4,7 +4,6 @@ import signal
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from spct_jax.train import checkpoint as ckpt
 
@@ -60,16 +59,6 @@ def test_half_written_step_is_not_listed(tmp_path):
   m = ckpt.manager(str(d), keep_last=3, keep_best=0)
   assert m.all_steps() == [1]
   m.close()
-
-
-def test_export_and_load_params(tmp_path):
-  params = {"layer": {"w": jnp.arange(6.0).reshape(2, 3)}}
-  ckpt.export_params(params, {"preset": "tiny", "d_model": 3}, str(tmp_path / "export"))
-  loaded, cfg = ckpt.load_params(str(tmp_path / "export"))
-  assert cfg == {"preset": "tiny", "d_model": 3}
-  np.testing.assert_array_equal(loaded["layer"]["w"], params["layer"]["w"])
-  with pytest.raises(FileNotFoundError, match="model_config.json missing"):
-    ckpt.load_params(str(tmp_path))
 
 
 def test_sigterm_sets_the_flag():

@@ -10,7 +10,7 @@ from spct_jax.model import config as model_config
 from spct_jax.model import transformer
 from spct_jax.tokenizer import Tokenizer
 from spct_jax.train import grpo, rl, sft
-from spct_jax.train import mesh as mesh_lib
+from spct_jax import mesh as mesh_lib
 from spct_jax.train import state as state_lib
 from tests_util import assert_params_close
 from spct_jax.train import step as step_lib
@@ -25,10 +25,9 @@ def rollout():
   tok = Tokenizer.load()
   params = transformer.init_params(CFG, jax.random.key(0))
   items = synthetic.generate(2, seed=5, n_responses=(2,))
-  reqs = judge.plan_requests(items, G, seed=0)
-  res = judge.sample_all(reqs, seed=1, cfg=CFG, params=params, tok=tok,
-                         sampling=sampling.Temperature(HYPER["temperature"]), max_new_tokens=12, batch_size=4)
-  rows = grpo.rollout_rows(res, reqs)
+  rows = judge.sample_critiques(items, G, 0, sample_seed=1, cfg=CFG, params=params, tok=tok,
+                                sampling=sampling.Temperature(HYPER["temperature"]), max_new_tokens=12, batch_size=4)
+  rows.sort(key=lambda c: c.item)
   rewards = np.array([1.0, -1.0, -1.0, 1.0, -1.0, -1.0, -1.0, 1.0], np.float32)
   batch = grpo.build_batch(rows, rewards, pad_id=tok.pad_id, G=G)
   model = transformer.Transformer(CFG)
@@ -39,7 +38,7 @@ def rollout():
 
 def test_rows_are_item_major_and_trainer_logprobs_match_the_sampler(rollout):
   params, batch, rows = rollout
-  assert [r[0] for r in rows] == [0] * G + [1] * G
+  assert [c.item for c in rows] == [0] * G + [1] * G
   lp = sft.token_logprobs(transformer.Transformer(CFG), params, batch["tokens"], batch["pad_mask"],
                           HYPER["temperature"])
   mask = batch["loss_mask"][:, 1:]

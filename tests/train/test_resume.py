@@ -11,7 +11,7 @@ import time
 import jax
 import numpy as np
 
-from spct_jax.train import checkpoint as ckpt_lib
+from spct_jax.model import orbax_io
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STEPS = 10
@@ -53,7 +53,7 @@ def _run_until(workdir, step, sig):
 
 
 def _final_params(workdir):
-  params, _ = ckpt_lib.load_params(str(pathlib.Path(workdir) / "warmup" / "final"))
+  params, _ = orbax_io.load(str(pathlib.Path(workdir) / "warmup" / "final"))
   return params
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from spct_jax.model import config as model_config
 from spct_jax.model import reward
-from spct_jax.train import mesh as mesh_lib
+from spct_jax import mesh as mesh_lib
 from spct_jax.train import scalar
 from spct_jax.train import state as state_lib
 from spct_jax.train import step as step_lib

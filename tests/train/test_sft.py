@@ -6,7 +6,7 @@ import pytest
 
 from spct_jax.model import config as model_config
 from spct_jax.model import transformer
-from spct_jax.train import mesh as mesh_lib
+from spct_jax import mesh as mesh_lib
 from spct_jax.train import sft
 from spct_jax.train import state as state_lib
 from tests_util import assert_params_close

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spct_jax.train import mesh as mesh_lib
+from spct_jax import mesh as mesh_lib
 from spct_jax.train import state as state_lib
 
 

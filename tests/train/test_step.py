@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spct_jax.train import mesh as mesh_lib
+from spct_jax import mesh as mesh_lib
 from spct_jax.train import state as state_lib
 from spct_jax.train import step as step_lib
 from spct_jax.train import loop as loop_lib

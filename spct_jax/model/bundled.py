@@ -1,4 +1,5 @@
-"""Bundled stage results: a stage's output trained once with a given config, shipped in the package.
+"""Bundled stage results: a stage's output trained once with a given config, shipped in the package
+(a model source: `init="bundled:<stage>"`, see model/load.py).
 
 Warming the embedded default up from scratch takes most of an hour on a 2-core CPU (the stand-in
 for the pre-training a real GRM starts from), far more than RFT and GRPO after it. So the package
@@ -26,8 +27,10 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
+from spct_jax.model import orbax_io
+
 # Fields that cannot change a stage's result (logging, checkpointing cadence, this switch itself).
-_IGNORED = ("bundled", "train.log_every", "train.ckpt_every", "checkpoint", "upstream_config")
+_IGNORED = ("bundled", "train.log_every", "train.ckpt_every", "checkpoint", "upstream_config", "smoke_sizes")
 
 
 def fingerprint(cfg) -> str:
@@ -97,18 +100,16 @@ def load(folder: str) -> tuple[dict, dict, dict]:
   return params, model_config, summary
 
 
-def install(cfg, folder: str, stage_dir: str, tok) -> dict:
+def install(folder: str, stage_dir: str, tok) -> dict:
   """Writes the bundled result as the stage's output in stage_dir (final/ and the returned summary)."""
-  from spct_jax.train import checkpoint as ckpt_lib
   params, model_config, summary = load(folder)
-  ckpt_lib.export_params(params, model_config, os.path.join(stage_dir, "final"), tok)
+  orbax_io.save(params, model_config, os.path.join(stage_dir, "final"), tok)
   return {**summary, "bundled": True}
 
 
 def save(cfg, stage_dir: str, summary: dict, dest: str) -> None:
   """Bundles a finished stage (its final/ params and summary) as the result of `cfg`."""
-  from spct_jax.train import checkpoint as ckpt_lib
-  params, model_config = ckpt_lib.load_params(os.path.join(stage_dir, "final"))
+  params, model_config = orbax_io.load(os.path.join(stage_dir, "final"))
   os.makedirs(dest, exist_ok=True)
   safetensors.numpy.save_file(_flatten(params), os.path.join(dest, "model.safetensors"))
   with open(os.path.join(dest, "model_config.json"), "w") as f:

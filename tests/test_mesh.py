@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from spct_jax.train import mesh as mesh_lib
+from spct_jax import mesh as mesh_lib
 
 
 def test_resolve_shape_fills_minus_one():

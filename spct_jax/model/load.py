@@ -1,0 +1,108 @@
+"""One way to load a model: a source spec -> (model config, params, tokenizer).
+
+    m = load("stage:grpo", workdir="runs/default")
+    m = load("hf:/data/gemma-2-2b-it", dtype="bfloat16")
+    m = load("scratch", preset="small", seed=0)
+    m.config, m.params, m.tokenizer
+
+Sources:
+  scratch           fresh params of `preset`, initialised from `seed`
+  stage:<name>      the output of a stage in `workdir` (<workdir>/<name>/final, an export folder)
+  export:<folder>   a folder written by `python -m spct_jax.export` (model/orbax_io.py)
+  bundled:<stage>   a stage result shipped in the package (model/bundled.py)
+  hf:<folder>       a local Hugging Face folder (config.json + safetensors; model/hf.py)
+
+The tokenizer is `tokenizer` (a SentencePiece .model path) when given, else the folder's own
+`tokenizer.model` (stage, export and hf sources), else the bundled one. `dtype` and `remat`
+replace the saved compute settings (None keeps them). `reward_head=True` asks for a scalar-head
+model ({"lm", "score"} params: a meta RM or scalar RM stage, or an HF *ForSequenceClassification).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+
+from spct_jax.model import bundled
+from spct_jax.model import config as config_lib
+from spct_jax.model import hf
+from spct_jax.model import orbax_io
+from spct_jax.model import transformer
+from spct_jax.model.config import ModelConfig
+from spct_jax.tokenizer import Tokenizer
+
+SOURCES = ("scratch", "stage:<name>", "export:<folder>", "bundled:<stage>", "hf:<folder>")
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+  """A model ready to run: its config, its params (a pytree of arrays) and its tokenizer."""
+  config: ModelConfig
+  params: Any
+  tokenizer: Tokenizer
+
+
+def stage_dir(workdir: str, stage: str) -> str:
+  """Where stage `stage` of `workdir` writes (its output model is the `final/` folder inside)."""
+  return os.path.join(os.path.abspath(workdir), stage)
+
+
+def load(spec: str, *, workdir: str | None = None, preset: str | None = None, seed: int = 0,
+         param_dtype: str = "float32", dtype: str | None = None, remat: bool | None = None,
+         tokenizer: str = "", reward_head: bool = False, what: str = "model source") -> Loaded:
+  """The model `spec` names (module docstring); `what` names the setting in error messages."""
+  kind, _, where = spec.partition(":")
+  overrides = {k: v for k, v in (("dtype", dtype), ("remat", remat)) if v is not None}
+  if spec == "scratch":
+    if preset is None:
+      raise ValueError(f"{what}='scratch' needs a preset (config model.preset)")
+    cfg = config_lib.get_config(preset, param_dtype=param_dtype, **overrides)
+    params = transformer.init_params(cfg, jax.random.key(seed))
+  elif kind == "hf" and where:
+    cfg, params = (hf.load_reward if reward_head else hf.load)(where)
+  elif kind == "bundled" and where:
+    params, saved, _ = bundled.load(bundled.folder(where))
+    cfg = config_lib.from_dict(saved)
+  elif kind in ("export", "stage") and where:
+    params, saved = orbax_io.load(_folder(spec, workdir, what))
+    cfg = config_lib.from_dict(saved)
+  else:
+    raise ValueError(f"{what}={spec!r}: expected one of {', '.join(SOURCES)}")
+  cfg = config_lib.replace(cfg, **overrides) if overrides else cfg
+  if reward_head and "score" not in params:
+    raise ValueError(f"{what}={spec!r}: not a scalar-head model (no 'score' param); give a meta RM / "
+                     "scalar RM stage, export or Hugging Face *ForSequenceClassification folder")
+  return Loaded(cfg, params, load_tokenizer(spec, workdir=workdir, tokenizer=tokenizer, what=what))
+
+
+def check_vocab(m: Loaded, what: str = "model") -> Loaded:
+  """m, after checking that every id of its tokenizer has a row in the model's embedding."""
+  if m.config.vocab_size < m.tokenizer.vocab_size:
+    raise ValueError(f"{what}: the tokenizer ({m.tokenizer.source}) has {m.tokenizer.vocab_size} pieces but "
+                     f"the model's vocab_size is {m.config.vocab_size}")
+  return m
+
+
+def load_tokenizer(spec: str, *, workdir: str | None = None, tokenizer: str = "",
+                   what: str = "model source") -> Tokenizer:
+  """The tokenizer of the model `spec` names (without loading the model): `tokenizer` when given,
+  else the folder's tokenizer.model (stage, export and hf sources), else the bundled one."""
+  kind, _, where = spec.partition(":")
+  folder = where if kind == "hf" else _folder(spec, workdir, what) if kind in ("export", "stage") else None
+  path = tokenizer
+  if not path and folder:
+    candidate = os.path.join(folder, "tokenizer.model")
+    path = candidate if os.path.exists(candidate) else ""
+  return Tokenizer.load(path or None)
+
+
+def _folder(spec: str, workdir: str | None, what: str) -> str:
+  """The export folder of an `export:` or `stage:` spec."""
+  kind, _, where = spec.partition(":")
+  if kind == "export":
+    return where
+  if workdir is None:
+    raise ValueError(f"{what}={spec!r}: a stage source needs a workdir")
+  return os.path.join(stage_dir(workdir, where), "final")
