@@ -1,17 +1,19 @@
-"""Evaluation and inference-time scaling (METHOD.md sections 5-6): voting@k of a GRM, with the
-meta RM and the scalar-RM baseline, on the synthetic test split or a user's file.
+"""Evaluation and inference-time scaling (METHOD.md sections 5-6): voting@k of a GRM beside every
+stage of its chain, the meta RM, the GRM without principles and the scalar-RM baseline, on the
+synthetic test split or a user's file.
 
-By default it evaluates the embedded default's GRPO model in the workdir (training the chain,
-the meta RM and the scalar RM first when they are missing): one greedy critique and a pool of 64
-sampled critiques per item; sum, mode and meta-RM voting for k = 1, 2, 4, ..., 64 from that
-pool; results.json, results.md, curve.png and samples.jsonl in <workdir>/eval/<name>/.
+By default it evaluates the embedded default's GRPO model in the workdir, and its warm-up and RFT
+models on the same 1,024 test items (training whatever is missing first): one greedy critique and
+a pool of 32 sampled critiques per item and model; sum, mode and meta-RM voting for k = 1, 2, 4,
+..., 32 from that pool; paired bootstrap intervals of the differences between stages, methods and
+baselines; results.json, results.md, curve.png and samples.jsonl in <workdir>/eval/<name>/.
 
 Run:   python -m spct_jax.evaluate --config=configs/eval.py --workdir=runs/default
 Smoke: python -m spct_jax.evaluate --config=configs/eval.py --config.smoke=True --workdir=/tmp/smoke
 Files: --config.data.source=rewardbench.jsonl (formats: rewardbench, ppe_human, ppe_correctness,
        grm; detected from the first record) --config.eval.n=0 (all items)
 HF:    --config.init=hf:/path/DeepSeek-GRM-27B --config.meta_rm=hf:/path/MetaRM
-       --config.scalar_rm= --config.data.style=paper --config.model.dtype=bfloat16
+       --config.scalar_rm= --config.compare="()" --config.data.style=paper --config.model.dtype=bfloat16
 Cost and result on a 2-core CPU: see README.md (measured with this exact config).
 """
 import os
@@ -25,15 +27,17 @@ def get_config():
   c = warmup.get_config()
   c.stage = "eval"
   c.init = "stage:grpo"           # the GRM: stage:<name> | export:<dir> | hf:<dir>
+  c.compare = ("stage:warmup", "stage:rft")  # GRMs judged beside it on the same items, in chain order
   c.meta_rm = "stage:meta_rm"     # meta RM for guided voting ("" = none)
   c.scalar_rm = "stage:scalar_rm"  # the Bradley-Terry baseline ("" = none)
   c.no_principles = ""            # baseline GRM trained without principles, e.g. export:runs/np/grpo/final
                                   # (prompted with the no_principles variant; "" = none)
   c.name = ""                     # results go to <workdir>/eval/<name> ("" = from init)
   c.data.n_responses = (2, 3, 4)  # synthetic test items: pairwise and multi-response
-  c.eval.n = 128                  # items (0 = every item of a file)
-  c.eval.pool = 64                # sampled critiques per item; every voting@k comes from this pool
-  c.eval.ks = (1, 2, 4, 8, 16, 32, 64)
+  c.eval.n = 1024                 # items (0 = every item of a file)
+  c.eval.seed = -1                # generator seed of the synthetic test items (-1: seed + SEEDS["test"])
+  c.eval.pool = 32                # sampled critiques per item; every voting@k comes from this pool
+  c.eval.ks = (1, 2, 4, 8, 16, 32)
   c.eval.temperature = 0.5        # the paper's temperature when scaling
   c.eval.max_new_tokens = 160
   c.eval.n_draws = 10             # subsets drawn per item and k

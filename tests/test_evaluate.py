@@ -503,3 +503,31 @@ def test_roc_auc_against_hand_counts():
   assert metrics.roc_auc([1, 2], [True, True]) is None
   with pytest.raises(ValueError, match="roc_auc"):
     metrics.roc_auc([1, 2], [True])
+
+
+def test_paired_difference_resamples_items_jointly():
+  a = np.array([1, 1, 0, 1, 1, 0, 1, 1], float)
+  b = np.array([0, 1, 0, 0, 1, 0, 1, 0], float)
+  d = metrics.paired_difference(a, b, n_boot=2000, seed=3)
+  assert d["diff"] == 0.375 and d["n"] == 8
+  assert 0.0 <= d["ci"][0] < 0.375 < d["ci"][1] <= 1.0
+  same = metrics.paired_difference(a, a)
+  assert same["diff"] == 0.0 and same["ci"] == [0.0, 0.0]  # unpaired intervals would not collapse
+  # a constant shift of every item gives a degenerate interval at the shift
+  shift = metrics.paired_difference(np.full(5, 0.7), np.full(5, 0.2))
+  assert abs(shift["diff"] - 0.5) < 1e-12 and np.allclose(shift["ci"], [0.5, 0.5])
+  with pytest.raises(ValueError, match="two equal 1-D"):
+    metrics.paired_difference([1.0, 0.0], [1.0])
+
+
+def test_voting_table_is_what_the_curve_averages():
+  rng = np.random.default_rng(0)
+  exs = [GRMExample((user(f"q{i}"),), ("a", "b", "c"), int(rng.integers(3)), "f", str(i)) for i in range(12)]
+  pool = [[list(rng.integers(1, 11, size=3).astype(int)) for _ in range(8)] for _ in exs]
+  meta = [list(rng.normal(size=8)) for _ in exs]
+  used, skipped, table = metrics.voting_table(exs, pool, meta, ks=(1, 4, 8, 16), n_draws=5, seed=2)
+  curve = metrics.voting_curve(exs, pool, meta, ks=(1, 4, 8, 16), n_draws=5, seed=2, n_boot=100)
+  assert used == curve.ks == (1, 4, 8) and skipped == curve.skipped == (16,)
+  for m in ("sum", "mode", "meta"):
+    assert curve.accuracy[m] == tuple(float(table[m][k].mean()) for k in used)
+    assert all(v.shape == (12,) and ((0 <= v) & (v <= 1)).all() for v in table[m].values())

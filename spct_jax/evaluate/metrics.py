@@ -12,6 +12,7 @@ The input of most functions is a POOL of sampled judgements:
     results = pool_metrics(examples, pool)                     # accuracy (strict and paper),
                                                                # tie/valid rates, kappa, ...
     curve = voting_curve(examples, pool, meta)                 # voting@k and meta-RM@k
+    d = paired_difference(correct_a, correct_b)                # model a - model b, paired CI
     rb = rewardbench_scores(pool_correct(examples, pool), [ex.family for ex in examples])
 
 (Tables and the plot of these results: evaluate/report.py.)
@@ -312,15 +313,16 @@ def curve_item_values(example: GRMExample, samples: Sequence, meta: Sequence[flo
   return {m: h / len(idx) for m, h in hits.items()}
 
 
-def voting_curve(examples: Sequence[GRMExample], pool: Sequence[Sequence],
+def voting_table(examples: Sequence[GRMExample], pool: Sequence[Sequence],
                  meta: Sequence[Sequence[float]] | None = None, ks: Sequence[int] = DEFAULT_KS,
-                 n_draws: int = 10, seed: int = 0, strict: bool = True, n_boot: int = 1000,
-                 alpha: float = 0.05) -> Curve:
-  """voting@k (and meta-RM@k) from one pool by subsampling, for each k in ks with k <= every
-  item's pool size (the others are listed in Curve.skipped): per item n_draws subsets of k
-  samples (one, the whole pool, when k equals its size) and the same subsets for every method.
-  Every item counts with `voted_correct` semantics, n == 1 items by their rating: pass only
-  n >= 2 items for a pure Accuracy@1 curve. The greedy sample is not part of this curve."""
+                 n_draws: int = 10, seed: int = 0, strict: bool = True
+                 ) -> tuple[tuple[int, ...], tuple[int, ...], dict[str, dict[int, np.ndarray]]]:
+  """Per-item voting@k values from one pool: (ks used, ks skipped, method -> k -> [N] values).
+
+  For each k in ks with k <= every item's pool size (the others are skipped), each item's value
+  is `curve_item_values`: the mean correctness over n_draws subsets of k samples (one, the whole
+  pool, when k equals its size), the same subsets for every method. These per-item values are what
+  `voting_curve` averages and what `paired_difference` compares between models or methods."""
   check_pool(examples, pool, meta)
   if not examples:
     raise ValueError("voting_curve: examples is empty")
@@ -332,21 +334,39 @@ def voting_curve(examples: Sequence[GRMExample], pool: Sequence[Sequence],
   used = tuple(k for k in wanted if k <= smallest)
   skipped = tuple(k for k in wanted if k > smallest)
   methods = ("sum", "mode") + (("meta",) if meta is not None else ())
-  acc = {m: [] for m in methods}
-  ci = {m: [] for m in methods}
+  table = {m: {k: np.zeros(len(examples)) for k in used} for m in methods}
   for k in used:
-    per_item = {m: np.zeros(len(examples)) for m in methods}
     for i, (ex, samples) in enumerate(zip(examples, pool)):
-      vals = curve_item_values(ex, samples, None if meta is None else meta[i], k, n_draws, seed,
-                               i, strict)
+      vals = curve_item_values(ex, samples, None if meta is None else meta[i], k, n_draws, seed, i, strict)
       for m in methods:
-        per_item[m][i] = vals[m]
-    for m in methods:
-      acc[m].append(float(per_item[m].mean()))
-      ci[m].append(bootstrap_ci(per_item[m], n_boot, alpha, seed))
-  return Curve(ks=used, skipped=skipped, accuracy={m: tuple(a) for m, a in acc.items()},
-               ci={m: tuple(c) for m, c in ci.items()}, n_items=len(examples), n_draws=n_draws,
-               strict=strict)
+        table[m][k][i] = vals[m]
+  return used, skipped, table
+
+
+def voting_curve(examples: Sequence[GRMExample], pool: Sequence[Sequence],
+                 meta: Sequence[Sequence[float]] | None = None, ks: Sequence[int] = DEFAULT_KS,
+                 n_draws: int = 10, seed: int = 0, strict: bool = True, n_boot: int = 1000,
+                 alpha: float = 0.05) -> Curve:
+  """voting@k (and meta-RM@k) from one pool by subsampling (`voting_table`), with percentile
+  bootstrap CIs over items. Every item counts with `voted_correct` semantics, n == 1 items by
+  their rating: pass only n >= 2 items for a pure Accuracy@1 curve. The greedy sample is not part
+  of this curve."""
+  used, skipped, table = voting_table(examples, pool, meta, ks, n_draws, seed, strict)
+  return Curve(ks=used, skipped=skipped,
+               accuracy={m: tuple(float(v[k].mean()) for k in used) for m, v in table.items()},
+               ci={m: tuple(bootstrap_ci(v[k], n_boot, alpha, seed) for k in used) for m, v in table.items()},
+               n_items=len(examples), n_draws=n_draws, strict=strict)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], n_boot: int = 1000, alpha: float = 0.05,
+                      seed: int = 0) -> dict:
+  """mean(a - b) over items and its paired percentile bootstrap CI (items resampled jointly, so
+  what two models or methods share per item cancels): {"diff", "ci": [lo, hi], "n"}."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape or a.ndim != 1:
+    raise ValueError(f"paired_difference: a {a.shape} and b {b.shape} must be two equal 1-D sequences")
+  lo, hi = bootstrap_ci(a - b, n_boot, alpha, seed)
+  return {"diff": float((a - b).mean()), "ci": [lo, hi], "n": int(a.size)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,6 +73,32 @@ def markdown_table(results: Mapping, curve: Curve | Mapping | None = None) -> st
   return "\n".join(lines) + "\n"
 
 
+def _pct(v) -> str:
+  return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def comparison_table(results: Mapping) -> str:
+  """Markdown: one row per evaluated model (greedy and sum / meta-RM voting accuracy at every k,
+  in %, with the greedy CI), then every paired difference with its 95% interval, in points."""
+  models = results.get("models", {})
+  if not models:
+    return ""
+  ks = sorted({int(k) for m in models.values() for k in m.get("sum", {})})
+  head = ["model", "greedy [95% CI]"] + [f"sum@{k}" for k in ks] + [f"meta@{k}" for k in ks]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for name, m in models.items():
+    ci = m.get("greedy_ci")
+    cells = [name, _pct(m.get("greedy")) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")]
+    cells += [_pct(m.get("sum", {}).get(str(k))) for k in ks] + [_pct(m.get("meta", {}).get(str(k))) for k in ks]
+    lines.append("| " + " | ".join(cells) + " |")
+  diffs = results.get("differences", {})
+  if diffs:
+    lines += ["", "| paired difference (points) | diff | 95% CI | items |", "|---|---|---|---|"]
+    for label, d in diffs.items():
+      lines.append(f"| {label} | {100 * d['diff']:+.1f} | [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] | {d['n']} |")
+  return "\n".join(lines) + "\n"
+
+
 def plot_curve(curve: Curve | Mapping, path: str, extra_lines: Mapping[str, float] | None = None,
                title: str | None = None) -> None:
   """Writes a PNG of accuracy against k (log2 x axis): one line per method with its CI band,

@@ -57,8 +57,8 @@ def load_data(cfg) -> EvalData:
   with a fixed seed)."""
   source, n = cfg.data.source, cfg.eval.n
   if source == "synthetic":
-    test_seed = stage.seed(cfg, "test")
-    exs = synthetic.generate(n or 256, seed=test_seed, difficulty=cfg.data.difficulty,
+    test_seed = cfg.eval.seed if cfg.eval.get("seed", -1) >= 0 else stage.seed(cfg, "test")
+    exs = synthetic.generate(n or 1024, seed=test_seed, difficulty=cfg.data.difficulty,
                              n_responses=tuple(cfg.data.n_responses))
     return EvalData(exs, [], "synthetic", "synthetic", f"synthetic test split (seed {test_seed})")
   fmt = cfg.data.format or "auto"
@@ -93,117 +93,205 @@ def _singles(items: Sequence[sources.BestOfK]) -> tuple[list[GRMExample], list[t
   return exs, owner
 
 
+@dataclasses.dataclass
+class Judged:
+  """One GRM's critiques of the evaluation items: one greedy and a pool of sampled ones per
+  item, and the meta RM's (finite) score of every pooled critique (None without a meta RM)."""
+  name: str
+  spec: str
+  variant: str
+  greedy: list[judge_lib.Judgement]
+  pool: list[judge_lib.Judgement]
+  meta: list[list[float]] | None = None
+  meta_raw: list[list[float]] | None = None
+  meta_too_long: int = 0
+
+
+def model_name(spec: str) -> str:
+  """The name a model goes by in results: a stage's name, else the folder's name."""
+  kind, _, where = spec.partition(":")
+  return where if kind in ("stage", "bundled") else os.path.basename(os.path.normpath(where)) or spec
+
+
+def judge_model(cfg, workdir: str, name: str, spec: str, key: str, variant: str, exs, mesh, meta_model) -> Judged:
+  """Greedy and pooled critiques of `exs` by the GRM `spec` (config field `key`; prompt variant
+  `variant`), and their meta scores when a meta RM is given."""
+  e = cfg.eval
+  grm = stage.load_model(cfg, workdir, spec, key=key)
+  common = dict(cfg=grm.config, params=grm.params, tok=grm.tokenizer, max_new_tokens=e.max_new_tokens,
+                variant=variant, style=cfg.data.style, batch_size=e.sampler_batch, mesh=mesh)
+  t0 = time.perf_counter()
+  greedy = judge_lib.judge(exs, k=1, sampling=sampling_lib.Greedy(), seed=stage.seed(cfg, "eval_greedy"),
+                           desc=f"{name} greedy", **common)
+  t_greedy, t0 = time.perf_counter() - t0, time.perf_counter()
+  pool = judge_lib.judge(exs, k=e.pool, sampling=sampling_lib.Temperature(e.temperature),
+                         seed=stage.seed(cfg, "eval_pool"), desc=f"{name} pool of {e.pool}", **common)
+  t_pool = time.perf_counter() - t0
+  n_tokens = sum(len(grm.tokenizer.encode(t)) for j in pool for t in j.texts)
+  print(f"[eval] {name}: {len(exs)} items, greedy in {t_greedy:.0f}s, {e.pool} samples each in {t_pool:.0f}s "
+        f"({n_tokens / max(t_pool, 1e-9):.0f} critique tokens/s)", flush=True)
+  judged = Judged(name, spec, variant, greedy, pool)
+  if meta_model is not None:
+    judged.meta_raw, judged.meta_too_long = rm.meta_scores(
+        exs, pool, mcfg=meta_model.config, params=meta_model.params, tok=meta_model.tokenizer,
+        max_len=cfg.data.max_len + e.max_new_tokens, style=cfg.data.style, batch_size=e.sampler_batch)
+    judged.meta = rm.finite(judged.meta_raw)
+  return judged
+
+
+def model_summary(j: Judged, exs, ranked: list[int], ks, cfg) -> tuple[dict, dict[str, np.ndarray]]:
+  """(results of one model, its per-item values on the ranked items): greedy accuracy, and sum-,
+  mode- and meta-RM-voting accuracy at every k, each with its bootstrap CI; per family greedy.
+  The per-item vectors ("greedy", "sum@k", "meta@k", ...) feed the paired differences."""
+  e, boot = cfg.eval, stage.seed(cfg, "eval_bootstrap")
+  rx = [exs[i] for i in ranked]
+  greedy = metrics.pool_correct(rx, [j.greedy[i].scores for i in ranked]).astype(float)
+  used, _, table = metrics.voting_table(rx, [j.pool[i].scores for i in ranked],
+                                        None if j.meta is None else [j.meta[i] for i in ranked],
+                                        ks=ks, n_draws=e.n_draws, seed=boot)
+  per_item = {"greedy": greedy, **{f"{m}@{k}": v for m, by_k in table.items() for k, v in by_k.items()}}
+  out = {"spec": j.spec, "variant": j.variant, "n": len(rx), "greedy": float(greedy.mean()) if len(rx) else None,
+         "greedy_ci": list(metrics.bootstrap_ci(greedy, e.n_boot, seed=boot)) if len(rx) else None}
+  for m, by_k in table.items():
+    out[m] = {str(k): float(v.mean()) for k, v in by_k.items()}
+    out[f"{m}_ci"] = {str(k): list(metrics.bootstrap_ci(v, e.n_boot, seed=boot)) for k, v in by_k.items()}
+  fams = sorted({ex.family for ex in rx})
+  out["greedy_per_family"] = {f: float(np.mean([c for c, ex in zip(greedy, rx) if ex.family == f])) for f in fams}
+  if used:
+    top = used[-1]
+    out[f"sum_per_family@{top}"] = {f: float(np.mean([c for c, ex in zip(table["sum"][top], rx) if ex.family == f]))
+                                    for f in fams}
+  return out, per_item
+
+
+def differences(main: str, chain_names: list[str], per_item: dict[str, dict[str, np.ndarray]], top: int,
+                cfg) -> dict[str, dict]:
+  """Paired bootstrap differences between stages, methods and baselines (those evaluated):
+  each stage against the one before at greedy, voting@top against greedy, meta-RM voting against
+  sum voting, SPCT against the GRM without principles and against the scalar RM, and every step
+  of the sum-voting curve (voting@2k - voting@k)."""
+  e, boot = cfg.eval, stage.seed(cfg, "eval_bootstrap")
+  out = {}
+
+  def add(label, a, b):
+    out[label] = metrics.paired_difference(a, b, e.n_boot, seed=boot)
+
+  for before, after in zip(chain_names, chain_names[1:]):
+    add(f"{after} - {before}, greedy", per_item[after]["greedy"], per_item[before]["greedy"])
+  m = per_item[main]
+  if f"sum@{top}" in m:
+    add(f"{main} sum@{top} - {main} greedy", m[f"sum@{top}"], m["greedy"])
+    ks = sorted(int(k.split("@")[1]) for k in m if k.startswith("sum@"))
+    for k1, k2 in zip(ks, ks[1:]):
+      add(f"{main} sum@{k2} - {main} sum@{k1}", m[f"sum@{k2}"], m[f"sum@{k1}"])
+  if f"meta@{top}" in m:
+    add(f"{main} meta@{top} - {main} sum@{top}", m[f"meta@{top}"], m[f"sum@{top}"])
+  for base in ("no_principles", "scalar_rm"):
+    if base not in per_item:
+      continue
+    b = per_item[base]
+    add(f"{main} - {base}, greedy", m["greedy"], b["greedy"])
+    if f"sum@{top}" in m:
+      add(f"{main} sum@{top} - {base} {'sum@' + str(top) if base == 'no_principles' else 'greedy'}",
+          m[f"sum@{top}"], b.get(f"sum@{top}", b["greedy"]))
+  return out
+
+
 def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | None = None) -> dict:
   t_start = time.perf_counter()
   e, boot = cfg.eval, stage.seed(cfg, "eval_bootstrap")
-  for spec in (cfg.init, cfg.meta_rm, cfg.scalar_rm):
+  compare = tuple(cfg.get("compare", ()))
+  for spec in (cfg.init, cfg.meta_rm, cfg.scalar_rm, *compare):
     if spec.startswith("stage:") and config_path is not None:
       chain.ensure(spec.split(":", 1)[1], config_path, workdir, overrides)
   name = cfg.name or cfg.init.replace(":", "_").replace("/", "_").strip("_")
   out_dir = os.path.join(os.path.abspath(workdir), "eval", name)
   os.makedirs(out_dir, exist_ok=True)
-  grm = stage.load_model(cfg, workdir)
-  mcfg, params, tok = grm.config, grm.params, grm.tokenizer
   mesh = mesh_lib.make_mesh(tuple(cfg.mesh.shape))
   data = load_data(cfg)
   print(f"[eval] {data.load_summary}", flush=True)
   exs = data.examples
-  common = dict(cfg=mcfg, params=params, tok=tok, max_new_tokens=e.max_new_tokens, variant=cfg.data.variant,
-                style=cfg.data.style, batch_size=e.sampler_batch, mesh=mesh)
-  t0 = time.perf_counter()
-  greedy = judge_lib.judge(exs, k=1, sampling=sampling_lib.Greedy(), seed=stage.seed(cfg, "eval_greedy"),
-                           desc="eval greedy", **common)
-  t_greedy = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  pool = judge_lib.judge(exs, k=e.pool, sampling=sampling_lib.Temperature(e.temperature),
-                         seed=stage.seed(cfg, "eval_pool"), desc=f"eval pool of {e.pool}", **common)
-  t_pool = time.perf_counter() - t0
-  n_tokens = sum(len(tok.encode(t)) for j in pool for t in j.texts)
-  print(f"[eval] {len(exs)} items: greedy in {t_greedy:.0f}s, {e.pool} samples each in {t_pool:.0f}s "
-        f"({n_tokens / max(t_pool, 1e-9):.0f} critique tokens/s)", flush=True)
-  scores_pool = [j.scores for j in pool]
-  scores_greedy = [j.scores for j in greedy]
+  ranked = [i for i, ex in enumerate(exs) if ex.n >= 2]
+  ks = tuple(k for k in e.ks if k <= e.pool)
+  meta_model = stage.load_model(cfg, workdir, cfg.meta_rm, reward_head=True, key="meta_rm") if cfg.meta_rm else None
 
-  meta = None
-  results: dict[str, Any] = {"model": cfg.init, "data": data.source, "format": data.format,
+  grms = [judge_model(cfg, workdir, model_name(s), s, "compare", cfg.data.variant, exs, mesh, meta_model)
+          for s in compare]
+  main = judge_model(cfg, workdir, model_name(cfg.init), cfg.init, "init", cfg.data.variant, exs, mesh, meta_model)
+  grms.append(main)
+  if cfg.get("no_principles", ""):
+    grms.append(judge_model(cfg, workdir, "no_principles", cfg.no_principles, "no_principles", "no_principles",
+                            exs, mesh, meta_model))
+
+  results: dict[str, Any] = {"model": cfg.init, "data": data.source, "format": data.format, "data_summary": data.load_summary,
                              "variant": cfg.data.variant, "n_items": len(exs), "pool": e.pool,
-                             "temperature": e.temperature}
-  if cfg.meta_rm:
-    meta_model = stage.load_model(cfg, workdir, cfg.meta_rm, reward_head=True, key="meta_rm")
-    raw, too_long = rm.meta_scores(exs, pool, mcfg=meta_model.config, params=meta_model.params, tok=tok,
-                                   max_len=cfg.data.max_len + e.max_new_tokens,
-                                style=cfg.data.style, batch_size=e.sampler_batch)
-    meta = rm.finite(raw)
-    scored = [(v, scores_lib.is_correct(s, ex.label, ex.n)) for ex, j, row in zip(exs, pool, raw)
-              for s, v in zip(j.scores, row) if np.isfinite(v)]
-    results["meta_rm"] = {"model": cfg.meta_rm, "too_long": too_long,
-                          "auc": metrics.roc_auc([v for v, _ in scored], [ok for _, ok in scored])}
+                             "temperature": e.temperature, "models": {}}
+  per_item: dict[str, dict[str, np.ndarray]] = {}
+  for j in grms:
+    results["models"][j.name], per_item[j.name] = model_summary(j, exs, ranked, ks, cfg)
 
+  scores_greedy, scores_pool, meta = [j.scores for j in main.greedy], [j.scores for j in main.pool], main.meta
+  if meta is not None:
+    scored = [(v, scores_lib.is_correct(s, ex.label, ex.n)) for ex, j, row in zip(exs, main.pool, main.meta_raw)
+              for s, v in zip(j.scores, row) if np.isfinite(v)]
+    results["meta_rm"] = {"model": cfg.meta_rm, "too_long": main.meta_too_long,
+                          "auc": metrics.roc_auc([v for v, _ in scored], [ok for _, ok in scored])}
   results["greedy"] = metrics.pool_metrics(exs, scores_greedy, seed=boot, n_boot=e.n_boot)
   results[f"voting@{e.pool}"] = metrics.pool_metrics(exs, scores_pool, "sum", seed=boot, n_boot=e.n_boot)
   results[f"mode_voting@{e.pool}"] = metrics.pool_metrics(exs, scores_pool, "mode", seed=boot, n_boot=e.n_boot)
-  ranked = [i for i, ex in enumerate(exs) if ex.n >= 2]
   curve = metrics.voting_curve([exs[i] for i in ranked], [scores_pool[i] for i in ranked],
-                                None if meta is None else [meta[i] for i in ranked],
-                                ks=tuple(k for k in e.ks if k <= e.pool), n_draws=e.n_draws, seed=boot,
-                                n_boot=e.n_boot)
+                               None if meta is None else [meta[i] for i in ranked],
+                               ks=ks, n_draws=e.n_draws, seed=boot, n_boot=e.n_boot)
   if cfg.get("no_principles", ""):
-    results["no_principles"] = no_principles_baseline(cfg, workdir, exs, ranked, curve, common)
+    base = grms[-1]
+    results["no_principles"] = {
+        "model": cfg.no_principles,
+        "greedy": metrics.pool_metrics(exs, [j.scores for j in base.greedy], seed=boot, n_boot=e.n_boot),
+        f"voting@{e.pool}": metrics.pool_metrics(exs, [j.scores for j in base.pool], "sum", seed=boot, n_boot=e.n_boot)}
+    curve.accuracy["no principles"] = tuple(results["models"]["no_principles"]["sum"][str(k)] for k in curve.ks)
+    curve.ci["no principles"] = tuple(tuple(results["models"]["no_principles"]["sum_ci"][str(k)]) for k in curve.ks)
   results["curve"] = curve.as_dict()
 
   extra = {"greedy": results["greedy"]["accuracy"]}
   if cfg.scalar_rm:
     scalar_model = stage.load_model(cfg, workdir, cfg.scalar_rm, reward_head=True, key="scalar_rm")
-    s = rm.response_scores(rm.score_fn(scalar_model.config), scalar_model.params, exs, tok,
+    s = rm.response_scores(rm.score_fn(scalar_model.config), scalar_model.params, exs, scalar_model.tokenizer,
                            max_len=cfg.data.max_len, batch_size=e.sampler_batch)
-    per_item = rm.choice_correct(exs, s)
-    acc = float(np.mean(per_item)) if per_item else None
+    correct = np.asarray(rm.choice_correct(exs, s))
+    acc = float(correct.mean()) if len(correct) else None
     results["scalar_rm"] = {"model": cfg.scalar_rm, "accuracy": acc,
-                            "accuracy_ci": list(metrics.bootstrap_ci(per_item, e.n_boot, seed=boot)) if per_item else None,
+                            "accuracy_ci": list(metrics.bootstrap_ci(correct, e.n_boot, seed=boot)) if len(correct) else None,
                             "missing": sum(v is None for v in s)}
+    results["models"]["scalar_rm"] = {"spec": cfg.scalar_rm, "n": len(correct), "greedy": acc,
+                                      "greedy_ci": results["scalar_rm"]["accuracy_ci"]}
+    per_item["scalar_rm"] = {"greedy": correct}
     extra["scalar RM"] = acc
+  chain_names = [j.name for j in grms if j.variant == cfg.data.variant]
+  results["differences"] = differences(main.name, chain_names, per_item, ks[-1] if ks else 0, cfg)
 
   if data.format == "rewardbench":
     for key, sc in (("greedy", scores_greedy), (f"voting@{e.pool}", scores_pool)):
       results[key]["rewardbench"] = metrics.rewardbench_scores(
           metrics.pool_correct(exs, sc).astype(float), [ex.family for ex in exs])
   if data.best_of_k:
+    grm = stage.load_model(cfg, workdir)
     singles, owner = _singles(data.best_of_k)
     rated = judge_lib.judge(singles, k=1, sampling=sampling_lib.Greedy(), seed=stage.seed(cfg, "eval_greedy"),
-                            desc="eval best-of-K", **common)
-    per_item: list[list[float] | None] = [[0.0] * len(it.responses) for it in data.best_of_k]
+                            desc="eval best-of-K", cfg=grm.config, params=grm.params, tok=grm.tokenizer,
+                            max_new_tokens=e.max_new_tokens, variant=cfg.data.variant, style=cfg.data.style,
+                            batch_size=e.sampler_batch, mesh=mesh)
+    per_response: list[list[float] | None] = [[0.0] * len(it.responses) for it in data.best_of_k]
     for (b, i), j in zip(owner, rated):
-      if per_item[b] is not None:
-        if j.scores[0] is None:
-          per_item[b][i] = 0.0  # an invalid rating ranks below every valid one
-        else:
-          per_item[b][i] = float(j.scores[0][0])
-    results["best_of_k"] = metrics.best_of_k_metrics(data.best_of_k, per_item, seed=boot, n_boot=e.n_boot)
+      # an invalid rating ranks below every valid one
+      per_response[b][i] = 0.0 if j.scores[0] is None else float(j.scores[0][0])
+    results["best_of_k"] = metrics.best_of_k_metrics(data.best_of_k, per_response, seed=boot, n_boot=e.n_boot)
 
   results["wall_seconds"] = time.perf_counter() - t_start
-  write_outputs(out_dir, results, curve, extra, exs, pool, meta)
+  write_outputs(out_dir, results, curve, extra, exs, main.pool, meta)
   print(f"\n[eval] {out_dir}\n{report.markdown_table(summary_rows(results, e.pool))}\n", flush=True)
   print(report.markdown_table({}, curve), flush=True)
+  print(report.comparison_table(results), flush=True)
   return results
-
-
-def no_principles_baseline(cfg, workdir: str, exs, ranked, curve, common: dict) -> dict:
-  """The "GRM without principles" baseline: the GRM cfg.no_principles names, prompted and sampled
-  like the main one with the no_principles variant; its sum-voting curve joins `curve` as the
-  method "no principles" (same items, ks, draws)."""
-  e, boot = cfg.eval, stage.seed(cfg, "eval_bootstrap")
-  baseline = stage.load_model(cfg, workdir, cfg.no_principles, key="no_principles")
-  kw = {**common, "cfg": baseline.config, "params": baseline.params, "variant": "no_principles"}
-  greedy = judge_lib.judge(exs, k=1, sampling=sampling_lib.Greedy(), seed=stage.seed(cfg, "eval_greedy"),
-                           desc="no principles greedy", **kw)
-  pool = judge_lib.judge(exs, k=e.pool, sampling=sampling_lib.Temperature(e.temperature),
-                         seed=stage.seed(cfg, "eval_pool"), desc="no principles pool", **kw)
-  c = metrics.voting_curve([exs[i] for i in ranked], [pool[i].scores for i in ranked], ks=curve.ks,
-                           n_draws=e.n_draws, seed=boot, n_boot=e.n_boot)
-  curve.accuracy["no principles"], curve.ci["no principles"] = c.accuracy["sum"], c.ci["sum"]
-  return {"model": cfg.no_principles,
-          "greedy": metrics.pool_metrics(exs, [j.scores for j in greedy], seed=boot, n_boot=e.n_boot),
-          f"voting@{e.pool}": metrics.pool_metrics(exs, [j.scores for j in pool], "sum", seed=boot, n_boot=e.n_boot)}
 
 
 def summary_rows(results: dict, pool: int) -> dict:
@@ -242,7 +330,8 @@ def write_outputs(out_dir: str, results: dict, curve, extra: dict, examples, poo
   pool_k = results["pool"]
   md = ["# Evaluation", "", f"model `{results['model']}`, data `{results['data']}` ({results['format']}), "
         f"{results['n_items']} items, {pool_k} samples each at temperature {results['temperature']}", "",
-        report.markdown_table(summary_rows(results, pool_k)), "", "## Voting@k", "",
+        report.markdown_table(summary_rows(results, pool_k)), "", "## Models and paired differences", "",
+        report.comparison_table(results), "", "## Voting@k", "",
         report.markdown_table({}, curve), "", "## All metrics", "",
         report.markdown_table({k: v for k, v in results.items() if k != "curve"})]
   with open(os.path.join(out_dir, "results.md"), "w") as f:

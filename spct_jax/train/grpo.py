@@ -106,6 +106,7 @@ def run(cfg, workdir: str) -> dict:
     dt = time.perf_counter() - t0
     lengths = np.asarray([c.length for c in rollouts])
     return batch, {"reward": float(rewards.mean()), "accuracy": float((rewards > 0).mean()),
+                   "signal_groups": float((rewards.reshape(-1, G).std(axis=1) > 0).mean()),
                    "valid_rate": float(np.mean([c.valid for c in rollouts])),
                    "critique_length": float(lengths.mean()), "rollout_tokens_per_s": float(lengths.sum() / dt)}
 

@@ -253,10 +253,13 @@ def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, st
   voted = judge_lib.judge(examples, k=cfg.eval.k, sampling=sampling_lib.Temperature(cfg.eval.temperature),
                           desc=f"held-out k={cfg.eval.k}", **common)
   g, v = metrics.judgement_metrics(examples, greedy), metrics.judgement_metrics(examples, voted)
+  correct = metrics.pool_correct(examples, [j.scores for j in greedy])
+  per_family = {f"val_accuracy_{f}": float(np.mean([c for c, ex in zip(correct, examples) if ex.family == f]))
+                for f in sorted({ex.family for ex in examples})}
   return {"val_accuracy": g["accuracy"], "val_valid_rate": g["valid_rate"],
           "val_chance": float(np.mean([1.0 / ex.n if ex.n >= 2 else 0.0 for ex in examples])),
           f"val_voting@{cfg.eval.k}_accuracy": v["accuracy"], f"val_voting@{cfg.eval.k}_valid_rate": v["valid_rate"],
-          "eval_seconds": time.perf_counter() - t0}
+          **per_family, "eval_seconds": time.perf_counter() - t0}
 
 
 def heldout(s: StageRun) -> Callable[[Any], dict]:

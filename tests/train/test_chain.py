@@ -61,6 +61,18 @@ def test_evaluate_trains_what_it_needs_and_writes_every_output(chain):
   samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
   assert len(samples) == 4 and all(len(s["texts"]) == pool == len(s["meta"]) for s in samples)
   assert "voting@k" in proc.stdout
+  models = results["models"]  # every stage of the chain and the baselines, on the same items
+  assert set(models) == {"warmup", "rft", "grpo", "no_principles", "scalar_rm"}
+  for name in ("warmup", "rft", "grpo", "no_principles"):
+    assert set(models[name]["sum"]) == set(models[name]["meta"]) == {"1", "2", "4"}
+    assert 0.0 <= models[name]["greedy"] <= 1.0
+  diffs = results["differences"]
+  for label in ("rft - warmup, greedy", "grpo - rft, greedy", "grpo sum@4 - grpo greedy", "grpo meta@4 - grpo sum@4",
+                "grpo - no_principles, greedy", "grpo sum@4 - no_principles sum@4", "grpo - scalar_rm, greedy",
+                "grpo sum@2 - grpo sum@1"):
+    d = diffs[label]
+    assert d["n"] == 4 and d["ci"][0] <= d["diff"] <= d["ci"][1], (label, d)
+  assert "paired difference" in (out / "results.md").read_text()
 
 
 def test_evaluate_a_rewardbench_file(chain, tmp_path):

@@ -100,3 +100,43 @@ def test_grpo_step_on_an_8_device_mesh_equals_one_device(rollout):
   # relative to the whole parameter vector: Adam's first steps move near-zero-gradient
   # entries by +-lr whatever the rounding, so elementwise ratios of tiny entries mean nothing.
   assert_params_close(ref_p, p)
+
+
+def _expected_reward(model, params, prompt):
+  """E[reward] of the toy: +1 when the first completion token is even, else -1, at temperature 1."""
+  logits = model.apply({"params": params}, prompt)[:, -1].astype(jnp.float32)
+  p = jax.nn.softmax(logits, axis=-1)
+  p_even = p[:, 0::2].sum(axis=-1)
+  return float((2 * p_even - 1).mean())
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_grpo_raises_a_toy_reward_and_a_flipped_advantage_lowers_it(sign):
+  """Rollouts from the sampler, rule rewards, group advantages, the clipped GRPO step: the expected
+  reward climbs within a few steps; with the advantage's sign flipped it falls instead."""
+  cfg = model_config.get_config("tiny", vocab_size=64)
+  model = transformer.Transformer(cfg)
+  params = transformer.init_params(cfg, jax.random.key(0))
+  ref = jax.tree.map(lambda x: x.copy(), params)
+  tx = state_lib.make_optimizer(state_lib.OptimConfig(lr=1e-2, total_steps=100, clip_norm=0.0))
+  st = state_lib.create(params, tx, jax.random.key(1))
+  steps = [step_lib.make_step(grpo.loss_fn(model, on_policy=policy, **{**HYPER, "temperature": 1.0}), tx)
+           for policy in (True, False)]
+  prompt = jnp.asarray(np.random.default_rng(0).integers(1, 64, size=(2, 6)), jnp.int32)
+  mask = jnp.ones_like(prompt, bool)
+  before = _expected_reward(model, st.params, prompt)
+  for t in range(8):
+    out = sampling.sample(cfg, st.params, prompt, mask, jax.random.key(100 + t), k=8, max_new_tokens=2,
+                          sampling=sampling.Temperature(1.0))
+    batch = dict(sampling.completion_batch(prompt, mask, out))
+    rewards = jnp.where(out.tokens[:, :, 0].reshape(-1) % 2 == 0, 1.0, -1.0)
+    t_len = prompt.shape[1]
+    lp = sft.token_logprobs(model, st.params, batch["tokens"], batch["pad_mask"])
+    old = jnp.zeros_like(lp).at[:, t_len - 1:].set(out.logprobs.reshape(-1, 2))
+    batch.update(old_logprobs=old, advantages=sign * rl.group_advantages(rewards, 8),
+                 ref_logprobs=sft.token_logprobs(model, ref, batch["tokens"], batch["pad_mask"]))
+    for s in steps:  # mu = 2
+      st, _ = s(st, batch)
+  after = _expected_reward(model, st.params, prompt)
+  assert abs(before) < 0.2
+  assert sign * (after - before) > 0.3, (before, after)
