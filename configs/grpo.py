@@ -18,6 +18,7 @@ import warmup  # noqa: E402  (the shared defaults)
 def get_config():
   c = warmup.get_config()
   c.stage = "grpo"
+  c.cost = "4-5 min on 2 CPU cores (measured)"
   c.upstream_config = ""   # config file of the init stage ("" = <stage>.py beside this file)
   c.init = "stage:rft"
   c.data.n_responses = (2, 3, 4)   # GRPO items: pairwise and multi-response

@@ -33,4 +33,5 @@ def get_config():
   c.mesh.shape = (1, -1, 1)
   c.opt.lr = 1e-5                        # seed 1e-5 (paper 4e-7 for 27B)
   c.eval.max_new_tokens = 1024
+  c.cost = "a TPU/GPU mesh: see python -m spct_jax.plan"
   return c

@@ -19,6 +19,7 @@ import warmup  # noqa: E402  (the shared defaults)
 def get_config():
   c = warmup.get_config()
   c.stage = "meta_rm"
+  c.cost = "6 min on 2 CPU cores (measured)"
   c.upstream_config = ""    # config file of the init stage ("" = <stage>.py beside this file)
   c.init = "stage:grpo"     # the GRM whose samples it rates: stage:<name> | export:<dir> | hf:<dir>
   c.data.n_responses = (2, 3, 4)

@@ -34,4 +34,5 @@ def get_config():
   c.train.batch_size = 64
   c.opt.lr = 5e-6                        # paper: 5e-6
   c.opt.weight_decay = 0.0
+  c.cost = "a TPU/GPU mesh: see python -m spct_jax.plan"
   return c

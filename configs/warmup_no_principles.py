@@ -25,4 +25,5 @@ def get_config():
   c.train.eval_every = 0
   c.opt.lr = 1e-3
   c.opt.warmup_steps = 20
+  c.cost = "7 min on 2 CPU cores (measured)"
   return c

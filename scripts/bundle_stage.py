@@ -1,3 +1,4 @@
+import sys
 """Trains a stage with its config exactly as written (the chain before it too, when missing) and
 bundles the result in the package, spct_jax/assets/bundled/<stage>/, so that a chain reaching this
 stage with this exact config installs it instead of training (spct_jax/train/bundled.py).
@@ -34,5 +35,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from spct_jax import configs
+  sys.argv = configs.resolve_argv(sys.argv)
   flags.mark_flag_as_required("config")
   app.run(main)

@@ -21,9 +21,9 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from spct_jax import mesh as mesh_lib
+from spct_jax import progress
 from spct_jax import sampling as sampling_lib
 from spct_jax.data import pipeline
 from spct_jax.example import GRMExample
@@ -115,7 +115,8 @@ def sample_requests(requests: Sequence[Request], *, cfg, params, tok, rng: jax.A
 
   Returns one Completions per request. The last batch is filled with copies of its first prompt
   so every call has the same shape.
-  desc: a progress bar (tqdm, on a terminal) over the sampler calls, with this label.
+  desc: progress over the sampler calls with this label (spct_jax/progress.py: a bar on a terminal
+  or in a notebook, log lines otherwise).
   Under a mesh, batch_size is rounded up so that the batch_size * k rows split over its data axes.
   """
   if not requests:
@@ -137,7 +138,7 @@ def sample_requests(requests: Sequence[Request], *, cfg, params, tok, rng: jax.A
   out = []
   starts = range(0, len(ids), batch_size)
   if desc is not None:
-    starts = tqdm(starts, desc=desc, unit="call", leave=False, disable=None, dynamic_ncols=True)
+    starts = progress.bar(starts, desc=desc, unit="call", leave=False)
   for start in starts:
     chunk = ids[start:start + batch_size]
     real = len(chunk)

@@ -132,5 +132,7 @@ def _set_device_count(argv) -> None:
 
 
 if __name__ == "__main__":
+  from spct_jax import configs
+  sys.argv = configs.resolve_argv(sys.argv)
   _set_device_count(sys.argv)
   app.run(main)

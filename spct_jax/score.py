@@ -10,9 +10,11 @@ RM's score of every critique and the meta-RM guided vote (top k_meta samples). A
 Output: one JSON object per input item, in input order:
   {"id", "responses", "critiques": [k texts], "scores": [k lists or null], "perms": [k orders],
    "voted": {"sum": [...], "mode": [...], "meta": [...]}, "best": {"sum": [i...], ...},
-   "meta_scores": [k floats] (with --meta_rm), "label", "correct": {"sum": bool, ...} (labelled)}
-Models: stage:<name> (in --workdir), export:<dir> or hf:<dir> (a Hugging Face folder; its
-tokenizer.model is used unless --tokenizer is given).
+   "principles": [k texts], "meta_scores": [k floats] (with --meta_rm), "label",
+   "correct": {"sum": bool, ...} (labelled)}
+Models: bundled:<stage>, stage:<name> (in --workdir), export:<dir> or hf:<dir> (a Hugging Face
+folder; its own tokenizer is used unless --tokenizer is given). The same through Python:
+`spct_jax.api.GRM.load(...).score_many(...)`.
 """
 from __future__ import annotations
 
@@ -26,64 +28,40 @@ from absl import app, flags, logging
 def score_file(*, model: str, workdir: str, input: str, output: str, format: str = "auto", k: int = 8,
                temperature: float = 0.5, meta_rm: str = "", k_meta: int = 0, max_new_tokens: int = 256,
                max_len: int = 2048, style: str = "compact", variant: str = "principles", tokenizer: str = "",
-               dtype: str = "float32", batch_size: int = 16, seed: int = 0, skip_invalid: bool = False) -> dict:
-  """Scores `input` into `output` (module docstring); returns counts."""
-  from tqdm import tqdm
+               dtype: str = "float32", batch_size: int = 16, seed: int = 0, skip_invalid: bool = False,
+               mesh: tuple[int, ...] = (-1, 1, 1)) -> dict:
+  """Scores `input` into `output` (module docstring) with `api.GRM`; returns counts."""
+  from etils import epath
 
-  from spct_jax import judge as judge_lib
-  from spct_jax import mesh as mesh_lib
-  from spct_jax import rm
-  from spct_jax import sampling as sampling_lib
+  from spct_jax import api
   from spct_jax.data import sources
   from spct_jax.evaluate import metrics
-  from spct_jax.grm import voting
-  from spct_jax.model import load as load_lib
 
-  if temperature == 0 and k != 1:
-    raise ValueError(f"--temperature=0 is greedy: all k={k} critiques would be the same; use --k=1")
   examples, stats = sources.load_examples(input, format, skip_invalid, require_label=False)
   print(f"[score] {stats.summary()}", flush=True)
-  grm = load_lib.check_vocab(load_lib.load(model, workdir=workdir, dtype=dtype, remat=False, tokenizer=tokenizer,
-                                           what="--model"), f"--model={model}")
-  tok = grm.tokenizer
-  mesh = mesh_lib.make_mesh((-1, 1, 1))
-  sampling = sampling_lib.Greedy() if temperature == 0 else sampling_lib.Temperature(temperature)
-  meta_model = None
-  if meta_rm:
-    meta_model = load_lib.load(meta_rm, workdir=workdir, dtype=dtype, remat=False, tokenizer=tokenizer,
-                               reward_head=True, what="--meta_rm")
+  grm = api.GRM.load(model, workdir=workdir, mesh_shape=mesh, dtype=dtype, tokenizer=tokenizer, style=style,
+                     variant=variant, meta_rm=meta_rm)
+  verdicts = grm.score_many(examples, k=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
+                            k_meta=k_meta or None, batch_size=batch_size, max_len=max_len)
   output = output or os.path.splitext(input)[0] + ".scored.jsonl"
   counts = {"items": 0, "critiques": 0, "invalid": 0, "labelled": 0, "correct_sum": 0}
-  with open(output, "w", encoding="utf-8") as f:
-    for start in tqdm(range(0, len(examples), batch_size), desc="score", unit="batch", disable=None):
-      chunk = examples[start:start + batch_size]
-      js = judge_lib.judge(chunk, cfg=grm.config, params=grm.params, tok=tok, k=k, sampling=sampling,
-                           max_new_tokens=max_new_tokens, seed=seed + start, variant=variant, style=style,
-                           batch_size=batch_size, mesh=mesh)
-      metas = None
-      if meta_model is not None:
-        raw, _ = rm.meta_scores(chunk, js, mcfg=meta_model.config, params=meta_model.params, tok=tok,
-                                max_len=max_len, style=style, batch_size=batch_size)
-        metas = rm.finite(raw)
-      for i, (ex, j) in enumerate(zip(chunk, js)):
-        votes = {m: voting.vote(j.scores, ex.n, m) for m in voting.METHODS}
-        if metas is not None:
-          votes["meta"] = voting.meta_vote(j.scores, metas[i], ex.n, k_meta or None)
-        rec = {"id": ex.id, "responses": list(ex.responses), "critiques": j.texts, "scores": j.scores,
-               "perms": [list(p) for p in j.perms],
-               "voted": {m: v.scores for m, v in votes.items()}, "best": {m: list(v.best) for m, v in votes.items()}}
-        if metas is not None:
-          rec["meta_scores"] = metas[i]
-        if ex.label is not None:
-          rec["label"] = ex.label
-          rec["correct"] = {m: metrics.voted_correct(ex, v, "mode" if m == "mode" else "sum")
-                            for m, v in votes.items()}
-          counts["labelled"] += 1
-          counts["correct_sum"] += rec["correct"]["sum"]
-        counts["items"] += 1
-        counts["critiques"] += len(j.texts)
-        counts["invalid"] += sum(s is None for s in j.scores)
-        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+  with epath.Path(output).open("w") as f:
+    for ex, v in zip(examples, verdicts):
+      rec = {"id": ex.id, "responses": list(ex.responses), "critiques": [s.text for s in v.samples],
+             "principles": [s.principles for s in v.samples], "scores": [s.scores for s in v.samples],
+             "perms": [list(s.order) for s in v.samples],
+             "voted": {m: r.scores for m, r in v.voted.items()}, "best": {m: list(r.best) for m, r in v.voted.items()}}
+      if grm.meta_rm is not None:
+        rec["meta_scores"] = [s.meta_score for s in v.samples]
+      if ex.label is not None:
+        rec["label"] = ex.label
+        rec["correct"] = {m: metrics.voted_correct(ex, r, "mode" if m == "mode" else "sum") for m, r in v.voted.items()}
+        counts["labelled"] += 1
+        counts["correct_sum"] += rec["correct"]["sum"]
+      counts["items"] += 1
+      counts["critiques"] += len(v.samples)
+      counts["invalid"] += sum(s.scores is None for s in v.samples)
+      f.write(json.dumps(rec, ensure_ascii=False) + "\n")
   print(f"[score] wrote {output}: {counts['items']} items, {counts['critiques']} critiques "
         f"({counts['invalid']} invalid)" + (f"; sum-voting accuracy on the {counts['labelled']} labelled "
         f"items: {counts['correct_sum'] / counts['labelled']:.3f}" if counts["labelled"] else ""), flush=True)
@@ -93,7 +71,7 @@ def score_file(*, model: str, workdir: str, input: str, output: str, format: str
 def define_flags() -> None:
   """The command-line flags (defined only when run as a program, so importing this module
   next to another CLI's defines nothing)."""
-  flags.DEFINE_string("model", "stage:grpo", "the GRM: stage:<name> | export:<dir> | hf:<dir>")
+  flags.DEFINE_string("model", "stage:grpo", "the GRM: bundled:<stage> | stage:<name> | export:<dir> | hf:<dir>")
   flags.DEFINE_string("workdir", "runs/default", "where stage:<name> models live")
   flags.DEFINE_string("input", None, "JSONL or Parquet file of items to score")
   flags.DEFINE_string("output", None, "JSONL file to write (default: <input>.scored.jsonl)")
@@ -111,6 +89,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", 16, "prompts per sampler call")
   flags.DEFINE_integer("seed", 0, "sampling seed (same seed, same critiques)")
   flags.DEFINE_bool("skip_invalid", False, "skip (and count) bad records instead of stopping")
+  flags.DEFINE_string("mesh", "-1,1,1", "mesh shape data,fsdp,tensor over the local devices (-1 fills)")
 
 
 def main(argv):
@@ -121,7 +100,8 @@ def main(argv):
   score_file(model=f.model, workdir=f.workdir, input=f.input, output=f.output, format=f.format, k=f.k,
              temperature=f.temperature, meta_rm=f.meta_rm, k_meta=f.k_meta, max_new_tokens=f.max_new_tokens,
              max_len=f.max_len, style=f.style, variant=f.variant, tokenizer=f.tokenizer, dtype=f.dtype,
-             batch_size=f.batch_size, seed=f.seed, skip_invalid=f.skip_invalid)
+             batch_size=f.batch_size, seed=f.seed, skip_invalid=f.skip_invalid,
+             mesh=tuple(int(x) for x in f.mesh.split(",")))
 
 
 if __name__ == "__main__":

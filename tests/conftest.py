@@ -8,3 +8,41 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+import pathlib  # noqa: E402
+import shutil  # noqa: E402
+import site  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def installed_python(tmp_path_factory) -> str:
+  """The python of a fresh venv with spct_jax installed from a wheel built from this checkout (a
+  regular install: no source tree, configs from the package). The dependencies are the test
+  environment's, reached through a .pth file, so nothing is downloaded; this checkout's own
+  spct_jax is not importable there."""
+  tmp = tmp_path_factory.mktemp("install")
+  wheels = tmp / "wheels"
+  subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+                 check=True, capture_output=True, text=True, timeout=600)
+  venv = tmp / "venv"
+  subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+  python = venv / "bin" / "python"
+  purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+  deps = [p for p in site.getsitepackages() if pathlib.Path(p).is_dir()]
+  (pathlib.Path(purelib) / "test_deps.pth").write_text("\n".join(deps) + "\n")
+  wheel = next(wheels.glob("spct_jax-*.whl"))
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", purelib, str(wheel)],
+                 check=True, capture_output=True, text=True, timeout=600)
+  where = subprocess.run([str(python), "-c", "import spct_jax; print(spct_jax.__file__)"], cwd=tmp,
+                         check=True, capture_output=True, text=True).stdout.strip()
+  assert where.startswith(purelib), where  # the wheel's copy, not this checkout
+  shutil.rmtree(wheels)
+  return str(python)

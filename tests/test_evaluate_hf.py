@@ -19,9 +19,11 @@ def test_evaluate_and_score_hf_folders(tmp_path):
   grm, meta = tmp_path / "grm", tmp_path / "meta"
   hf.save(cfg, transformer.init_params(cfg, jax.random.key(0)), str(grm))
   hf.save_reward(cfg, reward.init_params(cfg, jax.random.key(1)), str(meta), pad_token_id=Tokenizer.load().pad_id)
+  for folder in (grm, meta):
+    Tokenizer.load().save(str(folder))
   proc = subprocess.run([sys.executable, "-m", "spct_jax.evaluate", "--config=configs/eval.py", "--config.smoke=True",
                          f"--config.init=hf:{grm}", f"--config.meta_rm=hf:{meta}", "--config.scalar_rm=",
-                         "--config.name=hf", f"--workdir={tmp_path / 'work'}"],
+                         "--config.compare=()", "--config.name=hf", f"--workdir={tmp_path / 'work'}"],
                         cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((tmp_path / "work" / "eval" / "hf" / "results.json").read_text())

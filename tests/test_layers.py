@@ -12,7 +12,8 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "spct_jax"
 
 # Bottom first. A module may import modules of its own layer or of any layer below it.
 LAYERS = (
-    ("base", ("spct_jax.__init__", "spct_jax.example", "spct_jax.mesh")),
+    ("base", ("spct_jax.__init__", "spct_jax.example", "spct_jax.mesh", "spct_jax.extras", "spct_jax.paths",
+              "spct_jax.progress")),
     ("text", ("spct_jax.tokenizer", "spct_jax.grm")),
     ("model", ("spct_jax.model",)),
     ("data", ("spct_jax.data",)),
@@ -26,7 +27,7 @@ LAYERS = (
                 "spct_jax.train.scalar_rm")),
     ("chain", ("spct_jax.train.chain",)),
     ("programs", ("spct_jax.train.__main__", "spct_jax.evaluate.run", "spct_jax.evaluate.__main__",
-                  "spct_jax.score", "spct_jax.export", "spct_jax.plan", "spct_jax.bench")),
+                  "spct_jax.api", "spct_jax.score", "spct_jax.export", "spct_jax.plan", "spct_jax.bench")),
 )
 NO_SIBLINGS = ("stages",)  # each stage imports the kit, never another stage
 SPCT = ("spct_jax.grm", "spct_jax.data", "spct_jax.judge", "spct_jax.sampling", "spct_jax.rm",

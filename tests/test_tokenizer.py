@@ -99,7 +99,7 @@ def test_encode_decode_errors(models):
 
 
 def test_load_errors(tmp_path, models):
-  with pytest.raises(FileNotFoundError, match=r"no SentencePiece model file at .*missing.model"):
+  with pytest.raises(FileNotFoundError, match=r"no tokenizer file at .*missing.model"):
     Tokenizer.load(tmp_path / "missing.model")
   bad = tmp_path / "bad.model"
   bad.write_bytes(b"not a model")

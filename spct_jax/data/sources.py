@@ -41,6 +41,7 @@ import os
 import re
 from typing import Any, Iterator, Sequence
 
+from spct_jax import extras
 from spct_jax.example import ROLES, GRMExample, Turn, user
 
 FORMATS = ("auto", "rewardbench", "ppe_human", "ppe_correctness", "grm")
@@ -119,7 +120,7 @@ def read_records(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no such data file: {path!r}")
   if path.endswith(".parquet"):
-    import pyarrow.parquet as pq
+    pq = extras.require("pyarrow.parquet", "parquet", "reading Parquet files")
     try:
       rows = pq.read_table(path).to_pylist()
     except Exception as e:  # pyarrow raises several types for a damaged file

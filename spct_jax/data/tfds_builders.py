@@ -39,8 +39,10 @@ from typing import Any, Sequence
 
 import grain
 import numpy as np
-import tensorflow_datasets as tfds
 
+from spct_jax import extras
+
+tfds = extras.require("tensorflow_datasets", "tfds", "The TFDS builders")
 from spct_jax.data import sources, synthetic
 from spct_jax.example import GRMExample, Turn
 

@@ -9,6 +9,8 @@ trained first, as the train CLI does.
 """
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -30,5 +32,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from spct_jax import configs
+  sys.argv = configs.resolve_argv(sys.argv)
   flags.mark_flag_as_required("config")
   app.run(main)

@@ -11,6 +11,9 @@ from typing import Mapping
 
 import numpy as np
 
+from etils import epath
+
+from spct_jax import extras
 from spct_jax.evaluate.metrics import Curve
 
 
@@ -104,7 +107,7 @@ def plot_curve(curve: Curve | Mapping, path: str, extra_lines: Mapping[str, floa
   """Writes a PNG of accuracy against k (log2 x axis): one line per method with its CI band,
   and a dashed horizontal line per extra_lines entry (e.g. {"greedy": 0.61, "scalar RM": 0.55}).
   Uses matplotlib's Agg canvas directly (no pyplot, no global backend change)."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  FigureCanvasAgg = extras.require("matplotlib.backends.backend_agg", "plots", "The voting@k plot").FigureCanvasAgg
   from matplotlib.figure import Figure
 
   if not isinstance(curve, Curve):
@@ -129,4 +132,5 @@ def plot_curve(curve: Curve | Mapping, path: str, extra_lines: Mapping[str, floa
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, format="png")
+  with epath.Path(path).open("wb") as f:
+    fig.savefig(f, format="png")

@@ -28,8 +28,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from etils import epath
+
+from spct_jax import extras
 from spct_jax import judge as judge_lib
 from spct_jax import mesh as mesh_lib
+from spct_jax import paths
 from spct_jax import rm
 from spct_jax import sampling as sampling_lib
 from spct_jax.data import sources, synthetic
@@ -205,8 +209,8 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
     if spec.startswith("stage:") and config_path is not None:
       chain.ensure(spec.split(":", 1)[1], config_path, workdir, overrides)
   name = cfg.name or cfg.init.replace(":", "_").replace("/", "_").strip("_")
-  out_dir = os.path.join(os.path.abspath(workdir), "eval", name)
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = paths.absolute(workdir) / "eval" / name
+  out_dir.mkdir(parents=True, exist_ok=True)
   mesh = mesh_lib.make_mesh(tuple(cfg.mesh.shape))
   data = load_data(cfg)
   print(f"[eval] {data.load_summary}", flush=True)
@@ -324,9 +328,8 @@ def summary_rows(results: dict, pool: int) -> dict:
   return rows
 
 
-def write_outputs(out_dir: str, results: dict, curve, extra: dict, examples, pool, meta) -> None:
-  with open(os.path.join(out_dir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2, sort_keys=True, default=float)
+def write_outputs(out_dir: epath.Path, results: dict, curve, extra: dict, examples, pool, meta) -> None:
+  (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True, default=float))
   pool_k = results["pool"]
   md = ["# Evaluation", "", f"model `{results['model']}`, data `{results['data']}` ({results['format']}), "
         f"{results['n_items']} items, {pool_k} samples each at temperature {results['temperature']}", "",
@@ -334,12 +337,13 @@ def write_outputs(out_dir: str, results: dict, curve, extra: dict, examples, poo
         report.comparison_table(results), "", "## Voting@k", "",
         report.markdown_table({}, curve), "", "## All metrics", "",
         report.markdown_table({k: v for k, v in results.items() if k != "curve"})]
-  with open(os.path.join(out_dir, "results.md"), "w") as f:
-    f.write("\n".join(md) + "\n")
-  report.plot_curve(curve, os.path.join(out_dir, "curve.png"),
-                      extra_lines={k: v for k, v in extra.items() if v is not None},
+  (out_dir / "results.md").write_text("\n".join(md) + "\n")
+  if extras.available("matplotlib"):
+    report.plot_curve(curve, out_dir / "curve.png", extra_lines={k: v for k, v in extra.items() if v is not None},
                       title=f"{results['model']} on {os.path.basename(str(results['data']))}")
-  with open(os.path.join(out_dir, "samples.jsonl"), "w") as f:
+  else:
+    print("[eval] curve.png not drawn: the plot needs matplotlib (pip install 'spct_jax[plots]')", flush=True)
+  with (out_dir / "samples.jsonl").open("w") as f:
     for i, (ex, j) in enumerate(zip(examples, pool)):
       f.write(json.dumps({"id": ex.id, "family": ex.family, "label": ex.label, "texts": j.texts,
                           "scores": j.scores, "perms": [list(p) for p in j.perms],

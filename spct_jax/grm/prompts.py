@@ -247,6 +247,19 @@ def format_critique(principles: str, analysis: str, scores: Sequence[int]) -> st
   return "\n".join(lines)
 
 
+def split_critique(text: str) -> tuple[str, str]:
+  """(principles, analysis) of a critique in the `format_critique` layout; "" for a part that is
+  missing (the no-principles variant has no principles; an invalid critique may lack both)."""
+  def part(label: str, ends: Sequence[str]) -> str:
+    start = text.find(label)
+    if start < 0:
+      return ""
+    start += len(label)
+    stops = [i for i in (text.find(e, start) for e in ends) if i >= 0]
+    return text[start:min(stops) if stops else len(text)].strip()
+  return part(PRINCIPLES_LABEL, (ANALYSIS_LABEL, SCORES_LABEL)), part(ANALYSIS_LABEL, (SCORES_LABEL,))
+
+
 def shuffle(example: GRMExample, seed_or_rng: int | np.random.Generator
             ) -> tuple[GRMExample, tuple[int, ...]]:
   """(shuffled example, perm): new position p shows original response perm[p].

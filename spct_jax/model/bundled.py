@@ -30,7 +30,7 @@ import safetensors.numpy
 from spct_jax.model import orbax_io
 
 # Fields that cannot change a stage's result (logging, checkpointing cadence, this switch itself).
-_IGNORED = ("bundled", "train.log_every", "train.ckpt_every", "checkpoint", "upstream_config", "smoke_sizes")
+_IGNORED = ("bundled", "train.log_every", "train.ckpt_every", "checkpoint", "upstream_config", "smoke_sizes", "cost")
 
 
 def fingerprint(cfg) -> str:
@@ -103,7 +103,7 @@ def load(folder: str) -> tuple[dict, dict, dict]:
 def install(folder: str, stage_dir: str, tok) -> dict:
   """Writes the bundled result as the stage's output in stage_dir (final/ and the returned summary)."""
   params, model_config, summary = load(folder)
-  orbax_io.save(params, model_config, os.path.join(stage_dir, "final"), tok)
+  orbax_io.save(params, model_config, f"{stage_dir}/final", tok)
   return {**summary, "bundled": True}
 
 

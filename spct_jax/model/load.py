@@ -12,19 +12,21 @@ Sources:
   bundled:<stage>   a stage result shipped in the package (model/bundled.py)
   hf:<folder>       a local Hugging Face folder (config.json + safetensors; model/hf.py)
 
-The tokenizer is `tokenizer` (a SentencePiece .model path) when given, else the folder's own
-`tokenizer.model` (stage, export and hf sources), else the bundled one. `dtype` and `remat`
+The tokenizer is `tokenizer` (a .model, a tokenizer.json or a folder with one) when given, else the
+folder's own (stage, export and hf sources: tokenizer.model or tokenizer.json; a folder with neither
+is an error that says so, never a silent fallback), else (scratch, bundled) the bundled one. `dtype` and `remat`
 replace the saved compute settings (None keeps them). `reward_head=True` asks for a scalar-head
 model ({"lm", "score"} params: a meta RM or scalar RM stage, or an HF *ForSequenceClassification).
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
+from etils import epath
 import jax
 
+from spct_jax import paths
 from spct_jax.model import bundled
 from spct_jax.model import config as config_lib
 from spct_jax.model import hf
@@ -44,9 +46,9 @@ class Loaded:
   tokenizer: Tokenizer
 
 
-def stage_dir(workdir: str, stage: str) -> str:
+def stage_dir(workdir: str, stage: str) -> epath.Path:
   """Where stage `stage` of `workdir` writes (its output model is the `final/` folder inside)."""
-  return os.path.join(os.path.abspath(workdir), stage)
+  return paths.absolute(workdir) / stage
 
 
 def load(spec: str, *, workdir: str | None = None, preset: str | None = None, seed: int = 0,
@@ -87,15 +89,18 @@ def check_vocab(m: Loaded, what: str = "model") -> Loaded:
 
 def load_tokenizer(spec: str, *, workdir: str | None = None, tokenizer: str = "",
                    what: str = "model source") -> Tokenizer:
-  """The tokenizer of the model `spec` names (without loading the model): `tokenizer` when given,
-  else the folder's tokenizer.model (stage, export and hf sources), else the bundled one."""
+  """The tokenizer of the model `spec` names (module docstring), without loading the model."""
+  if tokenizer:
+    return Tokenizer.load(tokenizer)
   kind, _, where = spec.partition(":")
   folder = where if kind == "hf" else _folder(spec, workdir, what) if kind in ("export", "stage") else None
-  path = tokenizer
-  if not path and folder:
-    candidate = os.path.join(folder, "tokenizer.model")
-    path = candidate if os.path.exists(candidate) else ""
-  return Tokenizer.load(path or None)
+  if folder is None:
+    return Tokenizer.load()
+  try:
+    return Tokenizer.load(folder)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{what}={spec!r}: {e}; give one with the tokenizer setting "
+                            "(--config.tokenizer=PATH, --tokenizer=PATH)") from None
 
 
 def _folder(spec: str, workdir: str | None, what: str) -> str:
@@ -105,4 +110,4 @@ def _folder(spec: str, workdir: str | None, what: str) -> str:
     return where
   if workdir is None:
     raise ValueError(f"{what}={spec!r}: a stage source needs a workdir")
-  return os.path.join(stage_dir(workdir, where), "final")
+  return str(stage_dir(workdir, where) / "final")

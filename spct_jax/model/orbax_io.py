@@ -2,7 +2,8 @@
 
     <folder>/params             Orbax checkpoint of the params pytree
     <folder>/model_config.json  `config.to_dict(ModelConfig)`
-    <folder>/tokenizer.model    the SentencePiece model the params were trained with
+    <folder>/tokenizer.model    the tokenizer the params were trained with (SentencePiece; or
+                                tokenizer.json + tokenizer_config.json, see tokenizer.py)
 
 Every stage writes its output this way (`<workdir>/<stage>/final`), `python -m spct_jax.export`
 writes it for users, and `model.load.load("export:<folder>")` / `"stage:<name>"` read it.
@@ -10,35 +11,34 @@ writes it for users, and `model.load.load("export:<folder>")` / `"stage:<name>"`
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+from spct_jax import paths
 
 
 def save(params: Any, model_config: dict, directory: str, tokenizer: Any = None) -> str:
   """Writes `params`, `model_config` (a dict) and, given a `spct_jax.tokenizer.Tokenizer`, its
   model to `directory`; returns the absolute folder."""
-  directory = os.path.abspath(directory)
-  os.makedirs(directory, exist_ok=True)
+  directory = paths.absolute(directory)
+  directory.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.join(directory, "params"), params, force=True)
-  with open(os.path.join(directory, "model_config.json"), "w") as f:
-    json.dump(model_config, f, indent=2, sort_keys=True)
+    ckptr.save(directory / "params", params, force=True)
+  (directory / "model_config.json").write_text(json.dumps(model_config, indent=2, sort_keys=True))
   if tokenizer is not None:
-    tokenizer.save(os.path.join(directory, "tokenizer.model"))
-  return directory
+    tokenizer.save(directory)
+  return str(directory)
 
 
 def load(directory: str, abstract_params: Any | None = None) -> tuple[Any, dict]:
   """(params, model config dict) of a `save` folder; abstract_params (ShapeDtypeStructs with
   shardings) places each array straight into its sharding."""
-  directory = os.path.abspath(directory)
-  cfg_path = os.path.join(directory, "model_config.json")
-  if not os.path.exists(cfg_path):
+  directory = paths.absolute(directory)
+  cfg_path = directory / "model_config.json"
+  if not cfg_path.exists():
     raise FileNotFoundError(f"{cfg_path}: not an exported spct_jax model (model_config.json missing)")
-  with open(cfg_path) as f:
-    model_config = json.load(f)
+  model_config = json.loads(cfg_path.read_text())
   with ocp.StandardCheckpointer() as ckptr:
-    params = ckptr.restore(os.path.join(directory, "params"), abstract_params)
+    params = ckptr.restore(directory / "params", abstract_params)
   return params, model_config

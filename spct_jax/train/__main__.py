@@ -29,18 +29,26 @@ def main(argv):
   path = config_flags.get_config_filename(flags.FLAGS["config"])
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
   if _DRY_RUN.value:
+    from spct_jax.model import bundled
     for stage_cfg, done in chain.plan_chain(_CONFIG.value, path, _WORKDIR.value, overrides):
+      if done:
+        what = "(done: skipped)"
+      elif bundled.find(stage_cfg):
+        what = "(would install the bundled result)"
+      else:
+        what = f"(would run: {stage_cfg.get('cost', 'cost not stated')})"
       print(f"[dry run] {stage_cfg.stage:<8s} init={stage_cfg.init:<16s} model={stage_cfg.model.preset:<10s} "
-            f"steps={stage_cfg.train.steps:<5d} batch={stage_cfg.train.batch_size:<4d} "
-            f"{'(done: skipped)' if done else '(would run)'}")
+            f"steps={stage_cfg.train.steps:<5d} batch={stage_cfg.train.batch_size:<4d} {what}")
     return
   try:
     chain.run_chain(_CONFIG.value, path, _WORKDIR.value, overrides)
   except loop.Preempted as e:
-    print(f"[train] {e}. Rerun the same command to resume.", flush=True)
-    sys.exit(0)
+    print(f"[train] {e}. Rerun the same command to resume (exit code {loop.EXIT_PREEMPTED}).", flush=True)
+    sys.exit(loop.EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":
+  from spct_jax import configs
+  sys.argv = configs.resolve_argv(sys.argv)
   flags.mark_flag_as_required("config")
   app.run(main)

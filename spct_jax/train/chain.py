@@ -90,7 +90,7 @@ def as_run(cfg: ConfigDict) -> ConfigDict:
 
 
 def is_done(workdir: str, stage: str) -> bool:
-  return os.path.exists(os.path.join(load_lib.stage_dir(workdir, stage), "summary.json"))
+  return (load_lib.stage_dir(workdir, stage) / "summary.json").exists()
 
 
 def upstream_config_path(cfg: ConfigDict, config_path: str) -> str:
@@ -126,8 +126,7 @@ def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict |
     run_chain(*up, workdir, overrides)
   out_dir = load_lib.stage_dir(workdir, cfg.stage)
   if is_done(workdir, cfg.stage):
-    with open(os.path.join(out_dir, "summary.json")) as f:
-      summary = json.load(f)
+    summary = json.loads((out_dir / "summary.json").read_text())
     print(f"[chain] {cfg.stage} is already done in {workdir}", flush=True)
     return summary
   if cfg.stage not in STAGES:
@@ -136,14 +135,13 @@ def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict |
   folder = bundled.find(cfg)
   if folder is not None:
     tok = load_lib.load_tokenizer(cfg.init, workdir=workdir, tokenizer=cfg.tokenizer, what="config init")
-    summary = bundled.install(folder, out_dir, tok)
+    summary = bundled.install(folder, str(out_dir), tok)
     print(f"[chain] {cfg.stage}: installed the bundled result of this exact config ({folder}: trained in "
           f"{summary.get('wall_seconds', 0) / 60:.0f} min, {summary.get('measured_on', 'see its summary.json')}). "
           f"Pass --config.bundled=False to train it here instead.", flush=True)
   else:
     summary = STAGES[cfg.stage](cfg, workdir)
-  with open(os.path.join(out_dir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
+  (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
   print(f"\nHeld-out accuracy by stage ({workdir}):\n{stage_table(workdir)}\n", flush=True)
   return summary
 
@@ -162,11 +160,10 @@ def stage_table(workdir: str, names=("warmup", "rft", "grpo")) -> str:
            "|---|---|---|---|---|---|"]
   chance = None
   for name in names:
-    path = os.path.join(load_lib.stage_dir(workdir, name), "summary.json")
-    if not os.path.exists(path):
+    path = load_lib.stage_dir(workdir, name) / "summary.json"
+    if not path.exists():
       continue
-    with open(path) as f:
-      s = json.load(f)
+    s = json.loads(path.read_text())
     chance = s.get("val_chance", chance)
     if s.get("bundled"):
       name += " (bundled)"

@@ -12,13 +12,14 @@ a half-written save is never listed; a step whose files are damaged fails to res
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 from typing import Any
 
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
+
+from spct_jax import paths
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 
@@ -31,7 +32,7 @@ def manager(directory: str, *, keep_last: int = 3, keep_best: int = 1,
   options = ocp.CheckpointManagerOptions(
       preservation_policy=pp.AnyPreservationPolicy(policies),
       enable_async_checkpointing=async_save, create=True)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  return ocp.CheckpointManager(paths.absolute(directory), options=options)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict | None = None,
@@ -80,9 +81,13 @@ class Preemption:
     for step in ...:
       ...
       if pre.requested: save(...); break
+
+  enabled=False installs no handler (several hosts: JAX's preemption service owns SIGTERM and
+  Orbax's sync point decides the step, see train/loop.py).
   """
 
-  def __init__(self):
+  def __init__(self, enabled: bool = True):
+    self.enabled = enabled
     self.requested = False
     self._previous = None
 
@@ -92,8 +97,9 @@ class Preemption:
     print(f"[preemption] signal {signum} received: saving at the end of this step", flush=True)
 
   def __enter__(self) -> "Preemption":
-    with contextlib.suppress(ValueError):  # not the main thread: no handler, never requested
-      self._previous = signal.signal(signal.SIGTERM, self._handler)
+    if self.enabled:
+      with contextlib.suppress(ValueError):  # not the main thread: no handler, never requested
+        self._previous = signal.signal(signal.SIGTERM, self._handler)
     return self
 
   def __exit__(self, *exc):

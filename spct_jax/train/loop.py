@@ -8,18 +8,25 @@ is the step itself: resuming at step s reads exactly what an uninterrupted run w
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any, Callable
 
+from etils import epath
 import grain
 import jax
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
-from spct_jax.train import checkpoint as ckpt_lib
 from spct_jax import mesh as mesh_lib
+from spct_jax import progress
+from spct_jax.train import checkpoint as ckpt_lib
 from spct_jax.train import metrics as metrics_lib
+
+
+# The exit code of a preempted run (the state is saved; rerun the same command to resume): 143 =
+# 128 + SIGTERM, what a scheduler sees from a process SIGTERM ended; it differs from 0 (done) and
+# from 1 (a failure), so a retry policy can requeue on exactly this code.
+EXIT_PREEMPTED = 143
 
 
 class Preempted(Exception):
@@ -44,8 +51,13 @@ def run(stage_dir: str, state: Any, step_fn: Callable, get_batch: Callable[[int,
 
   Returns (final state, last metrics). Writes <stage_dir>/checkpoints, metrics.jsonl, tb/.
   `tokens_key` names the step metric that counts trained tokens (for tokens/s).
+
+  Preemption: on one host, SIGTERM sets a flag; on several, every host stops at the same step,
+  the one Orbax's preemption sync point (JAX's preemption service) names. Either way the state is
+  saved, then `Preempted` is raised (the CLI exits with EXIT_PREEMPTED for the scheduler to requeue).
+  Progress: a bar on a terminal or in a notebook, else one log line per logged step.
   """
-  mngr = ckpt_lib.manager(os.path.join(stage_dir, "checkpoints"), keep_last=cfg.keep_last,
+  mngr = ckpt_lib.manager(epath.Path(stage_dir) / "checkpoints", keep_last=cfg.keep_last,
                           keep_best=cfg.keep_best, async_save=cfg.async_save)
   restored = ckpt_lib.restore_latest(mngr, ckpt_lib.abstract_like(state))
   start = 0
@@ -53,13 +65,13 @@ def run(stage_dir: str, state: Any, step_fn: Callable, get_batch: Callable[[int,
     state, meta, start = restored
     print(f"[{desc}] resumed from step {start} ({mngr.directory})", flush=True)
   last: dict = {}
-  writer = metrics_lib.MetricsWriter(stage_dir)
+  writer = metrics_lib.MetricsWriter(stage_dir, resumed_at=start)
+  several_hosts = jax.process_count() > 1
+  bar = tqdm(total=cfg.steps, initial=start, desc=desc, dynamic_ncols=True) if progress.interactive() else None
   try:
-    with ckpt_lib.Preemption() as pre:
-      bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc,
-                 dynamic_ncols=True, disable=None)
+    with ckpt_lib.Preemption(enabled=not several_hosts) as pre:
       t0, tokens = time.perf_counter(), 0.0
-      for step in bar:
+      for step in range(start, cfg.steps):
         batch = get_batch(step, state)
         host_metrics = {}
         if isinstance(batch, tuple):
@@ -73,22 +85,31 @@ def run(stage_dir: str, state: Any, step_fn: Callable, get_batch: Callable[[int,
           dt = time.perf_counter() - t0
           m["tokens_per_s"] = tokens / dt if dt > 0 else 0.0
           writer.write(done, m)
-          bar.set_postfix({k: f"{m[k]:.4g}" for k in ("loss", "reward", "accuracy") if k in m})
+          shown = {k: f"{m[k]:.4g}" for k in ("loss", "reward", "accuracy") if k in m}
+          if bar is not None:
+            bar.set_postfix(shown)
+          else:
+            print(f"[{desc}] step {done}/{cfg.steps} " + " ".join(f"{k} {v}" for k, v in shown.items()), flush=True)
           last = m
           t0, tokens = time.perf_counter(), 0.0
+        if bar is not None:
+          bar.update(1)
         evaluated = None
         if eval_fn is not None and (done == cfg.steps or (cfg.eval_every and done % cfg.eval_every == 0)):
           evaluated = eval_fn(state)
           writer.write(done, evaluated)
           last = {**last, **evaluated}
-        if done % cfg.ckpt_every == 0 or done == cfg.steps or pre.requested:
+        stop = mngr.reached_preemption(done) if several_hosts else pre.requested
+        if done % cfg.ckpt_every == 0 or done == cfg.steps or stop:
           ckpt_lib.save(mngr, done, state, meta={"data_position": done},
                         metrics=evaluated if evaluated and "val_accuracy" in evaluated else None,
                         force=True)
-        if pre.requested:
+        if stop:
           mngr.wait_until_finished()
           raise Preempted(f"{desc}: preempted; state saved at step {done} in {mngr.directory}")
   finally:
+    if bar is not None:
+      bar.close()
     mngr.wait_until_finished()
     mngr.close()
     writer.close()

@@ -2,31 +2,49 @@
 
     <workdir>/<stage>/metrics.jsonl       {"step": 10, "loss": 1.23, ...} per line
     <workdir>/<stage>/tb/events.out...    scalars for `tensorboard --logdir <workdir>`
-On several hosts only process 0 writes (every host computes the same global metrics).
+On several hosts only process 0 writes (every host computes the same global metrics). A workdir
+may be any `etils.epath` path (a GCS bucket path included). TensorBoard events need the
+`tensorboard` extra and a local workdir; without them only metrics.jsonl is written, and the
+writer says so once. A run resumed at step s first drops the lines of steps after s that the
+interrupted run had logged, so every step appears once.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from typing import Mapping
 
+from etils import epath
 import jax
 import numpy as np
-from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+from spct_jax import extras
 
 
 class MetricsWriter:
-  def __init__(self, directory: str):
+  def __init__(self, directory: str, resumed_at: int | None = None):
     self.enabled = jax.process_index() == 0
     if not self.enabled:
       return
-    os.makedirs(directory, exist_ok=True)
-    self.path = os.path.join(directory, "metrics.jsonl")
-    self._jsonl = open(self.path, "a")
-    self._tb = EventFileWriter(os.path.join(directory, "tb"))
+    directory = epath.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    self.path = directory / "metrics.jsonl"
+    if resumed_at is not None and self.path.exists():
+      kept = [line for line in self.path.read_text().splitlines()
+              if line.strip() and json.loads(line)["step"] <= resumed_at]
+      self.path.write_text("".join(line + "\n" for line in kept))
+    self._jsonl = self.path.open("a")
+    self._tb = None
+    if not extras.available("tensorboard"):
+      print(f"[metrics] TensorBoard events not written (pip install 'spct_jax[tensorboard]'); "
+            f"metrics go to {self.path}", flush=True)
+    elif not str(directory).startswith("/"):
+      print(f"[metrics] TensorBoard events are written to local workdirs only; metrics go to {self.path}",
+            flush=True)
+    else:
+      from tensorboard.summary.writer.event_file_writer import EventFileWriter
+      self._tb = EventFileWriter(str(directory / "tb"))
 
   def write(self, step: int, metrics: Mapping[str, float | None]) -> None:
     """One JSONL line and one event; a None value (a metric undefined on this data, e.g. an
@@ -36,17 +54,20 @@ class MetricsWriter:
       return
     self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
     self._jsonl.flush()
-    values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()
-              if not math.isnan(v)]
-    self._tb.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
-                                       summary=summary_pb2.Summary(value=values)))
+    if self._tb is not None:
+      from tensorboard.compat.proto import event_pb2, summary_pb2
+      values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()
+                if not math.isnan(v)]
+      self._tb.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                         summary=summary_pb2.Summary(value=values)))
 
   def close(self) -> None:
     if not self.enabled:
       return
     self._jsonl.close()
-    self._tb.flush()
-    self._tb.close()
+    if self._tb is not None:
+      self._tb.flush()
+      self._tb.close()
 
   def __enter__(self):
     return self
@@ -64,5 +85,4 @@ def _scalar(v) -> float:
 
 
 def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in epath.Path(path).read_text().splitlines() if line.strip()]

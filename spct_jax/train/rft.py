@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
+
+from etils import epath
 
 from spct_jax import judge as judge_lib
 from spct_jax import sampling as sampling_lib
@@ -92,8 +93,8 @@ def collect(items, *, n_samples: int, sample_kwargs: dict, hinted: bool, max_hin
   return kept, stats
 
 
-def write_trajectories(kept: list[Trajectory], path: str) -> None:
-  with open(path, "w") as f:
+def write_trajectories(kept: list[Trajectory], path) -> None:
+  with epath.Path(path).open("w") as f:
     for t in kept:
       ex = t.shown
       f.write(json.dumps({"id": ex.id, "family": ex.family, "context": [[x.role, x.text] for x in ex.context],
@@ -101,9 +102,9 @@ def write_trajectories(kept: list[Trajectory], path: str) -> None:
                           "hinted": t.hinted}) + "\n")
 
 
-def read_trajectories(path: str) -> list[Trajectory]:
+def read_trajectories(path) -> list[Trajectory]:
   kept = []
-  with open(path) as f:
+  with epath.Path(path).open() as f:
     for line in f:
       d = json.loads(line)
       ex = GRMExample(tuple(Turn(*t) for t in d["context"]), tuple(d["responses"]), d["label"], d["family"], d["id"])
@@ -114,11 +115,10 @@ def read_trajectories(path: str) -> list[Trajectory]:
 def run(cfg, workdir: str) -> dict:
   s = stage.begin(cfg, workdir)
   r = cfg.rft
-  traj_path = os.path.join(s.out_dir, "trajectories.jsonl")
-  stats_path = os.path.join(s.out_dir, "rft_stats.json")
-  if os.path.exists(stats_path):  # resuming: the sampled set is already on disk
-    with open(stats_path) as f:
-      stats = RFTStats(**json.load(f))
+  traj_path = s.out_dir / "trajectories.jsonl"
+  stats_path = s.out_dir / "rft_stats.json"
+  if stats_path.exists():  # resuming: the sampled set is already on disk
+    stats = RFTStats(**json.loads(stats_path.read_text()))
     kept = read_trajectories(traj_path)
   else:
     items = stage.items(cfg, r.n_items, stage.seed(cfg, "rft"))
@@ -131,8 +131,7 @@ def run(cfg, workdir: str) -> dict:
                            style=cfg.data.style, batch_size=r.sampler_batch, mesh=s.mesh))
     print(f"[rft] sampled {stats.samples} critiques in {time.perf_counter() - t0:.0f}s: {dataclasses.asdict(stats)}", flush=True)
     write_trajectories(kept, traj_path)
-    with open(stats_path, "w") as f:
-      json.dump(dataclasses.asdict(stats), f, indent=2)
+    stats_path.write_text(json.dumps(dataclasses.asdict(stats), indent=2))
   pairs = [(t.shown, t.text) for t in kept]
   n_mix = int(round(r.warmup_rows_per_item * r.n_items))
   params, steps, rows, skipped, last = s.params, cfg.train.steps, {"tokens": []}, 0, {}

@@ -22,10 +22,10 @@ Each stage writes into <workdir>/<stage>/:
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any, Callable
 
+from etils import epath
 import jax
 import numpy as np
 
@@ -83,7 +83,7 @@ class StageRun:
   """A stage in progress: its config, where it writes, the model it starts from, the mesh."""
   cfg: Any
   workdir: str
-  out_dir: str                      # <workdir>/<stage>
+  out_dir: epath.Path               # <workdir>/<stage>
   mcfg: config_lib.ModelConfig
   params: Any                       # the starting params (host arrays)
   tok: Tokenizer
@@ -106,7 +106,7 @@ def begin(cfg, workdir: str) -> StageRun:
   """Starts stage cfg.stage: its folder, the model cfg.init names, the mesh of cfg.mesh.shape."""
   t_start = time.perf_counter()
   out_dir = load_lib.stage_dir(workdir, cfg.stage)
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir.mkdir(parents=True, exist_ok=True)
   m = load_model(cfg, workdir)
   return StageRun(cfg, workdir, out_dir, m.config, m.params, m.tokenizer,
                   mesh_lib.make_mesh(tuple(cfg.mesh.shape)), t_start)
@@ -115,7 +115,7 @@ def begin(cfg, workdir: str) -> StageRun:
 def finish(s: StageRun, params: Any, last: dict, *, steps: int | None = None, **fields) -> dict:
   """Writes the stage's output model (final/) and returns, after printing it, its summary:
   the stage, `fields`, the steps trained, the wall time and every held-out (val_*) metric."""
-  orbax_io.save(params, config_lib.to_dict(s.mcfg), os.path.join(s.out_dir, "final"), s.tok)
+  orbax_io.save(params, config_lib.to_dict(s.mcfg), s.out_dir / "final", s.tok)
   summary = {"stage": s.cfg.stage, **fields, "steps": s.cfg.train.steps if steps is None else steps,
              "wall_seconds": time.perf_counter() - s.t_start,
              **{k: v for k, v in last.items() if k.startswith("val_")}}

@@ -51,8 +51,8 @@ def test_stage_and_export_read_the_same_folder_with_its_tokenizer(tmp_path, para
   _same(by_export.params, params)
   assert by_stage.config == model_config.replace(TINY, remat=True) and by_export.config == TINY
   assert by_stage.tokenizer.source == str(folder / "tokenizer.model")
-  other = tmp_path / "other.model"
-  Tokenizer.load().save(str(other))
+  other = tmp_path / "tokenizer.model"
+  Tokenizer.load().save(str(tmp_path))
   assert load.load("stage:rft", workdir=str(tmp_path / "w"), tokenizer=str(other)).tokenizer.source == str(other)
   with pytest.raises(ValueError, match="needs a workdir"):
     load.load("stage:rft")
@@ -60,8 +60,11 @@ def test_stage_and_export_read_the_same_folder_with_its_tokenizer(tmp_path, para
 
 def test_hf_folder_and_its_scalar_head(tmp_path, params):
   hf.save(TINY, params, str(tmp_path / "lm"))
+  with pytest.raises(FileNotFoundError, match="no tokenizer in .*lm.*looked for tokenizer.model .* and tokenizer.json"):
+    load.load(f"hf:{tmp_path / 'lm'}")  # a folder without a tokenizer: never a silent fallback
+  Tokenizer.load().save(str(tmp_path / "lm"))
   m = load.load(f"hf:{tmp_path / 'lm'}")
-  assert m.config.model_type == TINY.model_type and m.tokenizer.source.startswith("<bundled")  # no tokenizer.model there
+  assert m.config.model_type == TINY.model_type and m.tokenizer.source == str(tmp_path / "lm" / "tokenizer.model")
   for x, y in zip(jax.tree.leaves(m.params), jax.tree.leaves(params)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
   plain = orbax_io.save(params, model_config.to_dict(TINY), str(tmp_path / "plain"))
@@ -69,7 +72,7 @@ def test_hf_folder_and_its_scalar_head(tmp_path, params):
     load.load(f"export:{plain}", reward_head=True, what="--meta_rm")
   rparams = reward.from_lm(params, TINY, jax.random.key(1))
   hf.save_reward(TINY, rparams, str(tmp_path / "rm"), pad_token_id=0)
-  r = load.load(f"hf:{tmp_path / 'rm'}", reward_head=True)
+  r = load.load(f"hf:{tmp_path / 'rm'}", reward_head=True, tokenizer=str(tmp_path / "lm"))
   assert set(r.params) == {"lm", "score"}
 
 

@@ -5,10 +5,11 @@ import pathlib
 
 import pytest
 
+from spct_jax import configs
 from spct_jax.train import chain, stage
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py"))
+CONFIGS = configs.names()
 
 
 def _load(name):

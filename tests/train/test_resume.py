@@ -71,10 +71,28 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_params_bit_for_bit(tmp_path)
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"killed at step {kill_at}")
 
 
-def test_sigterm_saves_then_exits_cleanly(tmp_path):
+def test_sigterm_saves_exits_143_and_the_rerun_logs_every_step_once(tmp_path):
+  from spct_jax.train import loop
   code, out = _run_until(tmp_path, 3, signal.SIGTERM)
-  assert code == 0, out[-2000:]
+  assert code == loop.EXIT_PREEMPTED == 143, out[-2000:]  # documented in the README for requeueing
   assert "preempted; state saved at step" in out
   saved = int(out.split("state saved at step ")[1].split()[0])
   assert saved >= 3
   assert saved in [int(p.name) for p in (tmp_path / "warmup" / "checkpoints").iterdir() if p.name.isdigit()]
+  rerun = subprocess.run(_cmd(tmp_path), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f"resumed from step {saved}" in rerun.stdout
+  rows = [json.loads(x) for x in (tmp_path / "warmup" / "metrics.jsonl").read_text().splitlines()]
+  loss_steps = [r["step"] for r in rows if "loss" in r]
+  assert loss_steps == list(range(1, STEPS + 1)), loss_steps  # no step logged twice, none missing
+
+
+def test_a_rerun_after_the_last_logged_step_drops_the_lines_past_its_checkpoint(tmp_path):
+  from spct_jax.train import metrics
+  with metrics.MetricsWriter(str(tmp_path)) as w:
+    for step in range(1, 8):
+      w.write(step, {"loss": float(step)})
+  with metrics.MetricsWriter(str(tmp_path), resumed_at=4) as w:
+    w.write(5, {"loss": 50.0})
+  rows = metrics.read_jsonl(str(tmp_path / "metrics.jsonl"))
+  assert [(r["step"], r["loss"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 50.0)]
