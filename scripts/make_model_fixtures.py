@@ -1,10 +1,11 @@
 """Writes the HF parity fixtures of tests/model/fixtures/ (needs torch and transformers).
 
-    python scripts/make_model_fixtures.py [--out tests/model/fixtures]
+    python scripts/make_model_fixtures.py [--out tests/model/fixtures] [--only gemma3 ...]
 
 For each random tiny config (Llama with GQA and Llama-3 RoPE scaling, Qwen2 with q/k/v biases,
-Gemma-2 with soft-capping and a sliding window shorter than the sequence, Mistral with a window on
-every layer) it builds a Hugging Face model with seeded random weights (large enough that every
+Gemma-2 with soft-capping and a sliding window shorter than the sequence, Gemma 3 with q/k norms,
+separate local/global RoPE bases, linear RoPE scaling on the global layer and a 2:1 local:global
+pattern, Mistral with a window on every layer) it builds a Hugging Face model with seeded random weights (large enough that every
 feature moves the logits), saves it with `save_pretrained` (config.json + model.safetensors), and
 writes io.npz: tokens [2, 12] int32, mask [2, 12] bool (row 1 left-padded by 3), and the HF
 logits [2, 12, 97] float32 computed in fp32 with eager attention, attention_mask = mask and
@@ -36,6 +37,14 @@ HF_CONFIGS = {
                    rope_theta=10000.0, query_pre_attn_scalar=6, sliding_window=4,
                    attn_logit_softcapping=2.0, final_logit_softcapping=5.0,
                    hidden_activation="gelu_pytorch_tanh"),
+    # q/k norms, local RoPE base 100 vs global 10k with linear scaling 4, layers local/local/global/local
+    # (every third global), window 4 < 12, no soft-capping.
+    "gemma3": dict(model_type="gemma3_text", **{**COMMON, "num_hidden_layers": 4}, rms_norm_eps=1e-6,
+                   tie_word_embeddings=True, query_pre_attn_scalar=6, sliding_window=4,
+                   layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
+                   rope_parameters={"full_attention": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0},
+                                    "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}},
+                   hidden_activation="gelu_pytorch_tanh"),
     # a sliding window on every layer, one kv head.
     "mistral": dict(model_type="mistral", **{**COMMON, "num_key_value_heads": 1, "num_hidden_layers": 2},
                     rms_norm_eps=1e-5, tie_word_embeddings=False, rope_theta=10000.0, sliding_window=5),
@@ -43,7 +52,7 @@ HF_CONFIGS = {
 
 
 # embedding std: tied output layers get smaller embeddings so the logits stay O(1-10)
-EMBED_STD = {"gemma2": 0.5, "qwen2": 0.3}
+EMBED_STD = {"gemma2": 0.5, "gemma3": 0.5, "qwen2": 0.3}
 
 
 def build_hf_model(name: str, seed: int = 0):
@@ -61,7 +70,7 @@ def build_hf_model(name: str, seed: int = 0):
   with torch.no_grad():
     for pname, p in model.named_parameters():
       if pname.endswith("norm.weight"):
-        base = 0.0 if name == "gemma2" else 1.0
+        base = 0.0 if name.startswith("gemma") else 1.0
         p.copy_(base + 0.2 * torch.randn(p.shape, generator=gen))
       elif pname.endswith(".bias"):
         p.copy_(0.3 * torch.randn(p.shape, generator=gen))
@@ -111,8 +120,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   default = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "model", "fixtures")
   parser.add_argument("--out", default=os.path.normpath(default))
+  parser.add_argument("--only", nargs="*", choices=sorted(HF_CONFIGS), default=sorted(HF_CONFIGS))
   args = parser.parse_args()
-  for name in HF_CONFIGS:
+  for name in args.only:
     folder = write_fixture(name, args.out)
     size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
     print(f"{folder}: {size / 1024:.0f} KB")

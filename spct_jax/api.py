@@ -1,7 +1,7 @@
 """The Python API: load a generative reward model, judge responses, use it as a reward.
 
     from spct_jax import api
-    grm = api.GRM.load("bundled:warmup")                      # or stage:grpo, export:, hf:, ...
+    grm = api.GRM.load("bundled:warmup")                      # or stage:grpo, export:, hf:, gguf:, ...
     v = grm.score("What is 2 + 2?", ["4", "5"], k=8)          # a Verdict
     v.best, v.voted["sum"], v.samples[0].principles, v.samples[0].scores
     verdicts = grm.score_many(examples, k=8)                  # many items, with a progress bar
@@ -84,7 +84,7 @@ class GRM:
            dtype: str | None = None, tokenizer: str = "", style: str = "compact", variant: str = "principles",
            meta_rm: str = "") -> "GRM":
     """The GRM `spec` names (model/load.py: scratch needs a preset, so give bundled:, stage:,
-    export: or hf:), on a mesh of `mesh_shape` over the local devices, with a meta RM spec."""
+    export:, hf: or gguf:), on a mesh of `mesh_shape` over the local devices, with a meta RM spec."""
     model = load_lib.check_vocab(load_lib.load(spec, workdir=workdir, dtype=dtype, tokenizer=tokenizer), spec)
     meta = load_lib.load(meta_rm, workdir=workdir, dtype=dtype, tokenizer=tokenizer, reward_head=True,
                          what="meta_rm") if meta_rm else None

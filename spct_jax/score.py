@@ -12,8 +12,9 @@ Output: one JSON object per input item, in input order:
    "voted": {"sum": [...], "mode": [...], "meta": [...]}, "best": {"sum": [i...], ...},
    "principles": [k texts], "meta_scores": [k floats] (with --meta_rm), "label",
    "correct": {"sum": bool, ...} (labelled)}
-Models: bundled:<stage>, stage:<name> (in --workdir), export:<dir> or hf:<dir> (a Hugging Face
-folder; its own tokenizer is used unless --tokenizer is given). The same through Python:
+Models: bundled:<stage>, stage:<name> (in --workdir), export:<dir>, hf:<dir> (a Hugging Face
+folder; its own tokenizer is used unless --tokenizer is given) or gguf:<file> / gguf:gemma3-270m
+(a llama.cpp GGUF file, or the packaged Gemma 3 270M, with the tokenizer of its metadata). The same through Python:
 `spct_jax.api.GRM.load(...).score_many(...)`.
 """
 from __future__ import annotations
@@ -71,7 +72,7 @@ def score_file(*, model: str, workdir: str, input: str, output: str, format: str
 def define_flags() -> None:
   """The command-line flags (defined only when run as a program, so importing this module
   next to another CLI's defines nothing)."""
-  flags.DEFINE_string("model", "stage:grpo", "the GRM: bundled:<stage> | stage:<name> | export:<dir> | hf:<dir>")
+  flags.DEFINE_string("model", "stage:grpo", "the GRM: bundled:<stage> | stage:<name> | export:<dir> | hf:<dir> | gguf:<file or name>")
   flags.DEFINE_string("workdir", "runs/default", "where stage:<name> models live")
   flags.DEFINE_string("input", None, "JSONL or Parquet file of items to score")
   flags.DEFINE_string("output", None, "JSONL file to write (default: <input>.scored.jsonl)")

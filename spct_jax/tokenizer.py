@@ -5,7 +5,8 @@
 `Tokenizer.load(path)` loads a SentencePiece `.model` file (Gemma's and Llama-2's included), a
 Hugging Face `tokenizer.json` (Llama-3, Qwen2, ...: an `HFTokenizer`, with the chat template of
 the `tokenizer_config.json` beside it), or a model folder holding either (`tokenizer.model`
-first). A folder with neither is an error that says what was looked for.
+first). A folder with neither is an error that says what was looked for. The tokenizer of a GGUF
+file is an `HFTokenizer` built from its metadata (spct_jax/model/gguf.py).
 `tok.save(folder)` writes the files `Tokenizer.load(folder)` reads back.
 
 Chat templates (`chat_template`):
@@ -277,7 +278,11 @@ class HFTokenizer:
 
   @property
   def chat_template(self) -> str:
-    return "model" if self.config.get("chat_template") else "plain"
+    """"model" (the Jinja template of tokenizer_config.json), else "gemma" when the vocabulary has
+    Gemma's turn markers (a GGUF base model), else "plain"."""
+    if self.config.get("chat_template"):
+      return "model"
+    return "gemma" if self._id(GEMMA_START) >= 0 and self._id(GEMMA_END) >= 0 else "plain"
 
   def save(self, folder: str | os.PathLike) -> None:
     """Writes folder/tokenizer.json and folder/tokenizer_config.json."""
@@ -355,7 +360,7 @@ class HFTokenizer:
         raise ValueError(f"Tokenizer.chat_prompt: turns[{i}].role={t.role!r}, expected one of {ROLES}")
     template = self.config.get("chat_template")
     if not template:
-      return plain_chat(turns, add_generation_prompt)
+      return (gemma_chat if self.chat_template == "gemma" else plain_chat)(turns, add_generation_prompt)
     bos = _token_text(self.config.get("bos_token")) or ""
     text = _render(template, messages=[{"role": t.role, "content": t.text} for t in turns],
                    add_generation_prompt=add_generation_prompt, bos_token=bos,

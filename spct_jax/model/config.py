@@ -1,19 +1,25 @@
-"""ModelConfig: one frozen dataclass for the Llama family (Llama 2/3, Mistral, Qwen2) and Gemma-2.
+"""ModelConfig: one frozen dataclass for the Llama family (Llama 2/3, Mistral, Qwen2), Gemma 2 and Gemma 3.
 
 `model_type` names the architecture (and the Hugging Face `model_type` it maps to):
 - "llama", "mistral", "qwen2": RMSNorm (x * w), SwiGLU MLP, RoPE, grouped-query attention.
   Qwen2 has biases on q/k/v (`qkv_bias=True`); Mistral may set `sliding_window` (every layer local).
 - "gemma2": embeddings scaled by sqrt(d_model), RMSNorm (x * (1 + w)), norms before and after
   attention and MLP, GeGLU (tanh GELU), queries scaled by `query_pre_attn_scalar`**-0.5, attention
-  and final logit soft-capping, local (sliding-window) layers 0, 2, 4, ... and global layers
-  1, 3, 5, ...
+  and final logit soft-capping, local (sliding-window) and global layers alternating
+  (`sliding_window_pattern` 2: layers 1, 3, 5, ... global).
+- "gemma3" (HF `gemma3_text`): Gemma 2 without soft-capping, plus RMS-normalised queries and keys
+  (per head, x * (1 + w) over head_dim, before RoPE), five local layers to one global
+  (`sliding_window_pattern` 6: layers 5, 11, ... global), RoPE base `rope_local_theta` (10k) on
+  local layers and `rope_theta` (1M) on global ones, with linear RoPE scaling on the global layers
+  of the 4B/12B/27B models.
 
 Presets (`PRESETS`, `get_config(name, **overrides)`):
 - `tiny` (tests, ~336K params), `small` (the CPU default, ~1.5M), `medium` (~41M, benchmarks):
   Gemma-2-style architecture (the family of the paper's DeepSeek-GRM-27B), vocab 4096 (the
   bundled SentencePiece tokenizer);
-- `gemma2_2b`, `gemma2_9b`, `gemma2_27b`, `llama3_2_1b`, `llama3_1_8b`, `mistral_7b`: the
-  published shapes (parameter counts are checked in tests/model/test_config.py).
+- `gemma2_2b`, `gemma2_9b`, `gemma2_27b`, `gemma3_270m`, `gemma3_1b`, `gemma3_4b`, `gemma3_12b`,
+  `gemma3_27b` (text decoders), `llama3_2_1b`, `llama3_1_8b`, `mistral_7b`: the published shapes
+  (parameter counts are checked in tests/model/test_config.py).
 """
 from __future__ import annotations
 
@@ -22,7 +28,9 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-MODEL_TYPES = ("gemma2", "llama", "mistral", "qwen2")
+MODEL_TYPES = ("gemma2", "gemma3", "llama", "mistral", "qwen2")
+GEMMA = ("gemma2", "gemma3")
+ROPE_SCALINGS = ("llama3", "linear")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -41,11 +49,14 @@ class ModelConfig:
   tie_embeddings: bool = True           # output projection = embedding matrix transposed
   norm_eps: float = 1e-6                # RMSNorm epsilon
   rope_theta: float = 10000.0           # RoPE base
-  rope_scaling_factor: float | None = None   # Llama-3 style RoPE scaling; None = no scaling
+  rope_local_theta: float | None = None  # RoPE base of local layers (Gemma 3); None = rope_theta
+  rope_scaling_type: str = "llama3"     # "llama3" (frequency bands) or "linear" (positions / factor)
+  rope_scaling_factor: float | None = None   # RoPE scaling of the layers on rope_theta; None = none
   rope_low_freq_factor: float = 1.0          # (Llama-3 scaling)
   rope_high_freq_factor: float = 4.0         # (Llama-3 scaling)
   rope_original_max_len: int = 8192          # (Llama-3 scaling) pre-training context length
   sliding_window: int | None = None     # local layers attend to keys with q_pos - k_pos < window
+  sliding_window_pattern: int = 2       # Gemma: layer i is global when (i + 1) % pattern == 0
   query_pre_attn_scalar: float | None = None  # queries scaled by this**-0.5 (None: head_dim)
   attn_softcap: float | None = None     # attention logits -> cap * tanh(logits / cap)
   final_softcap: float | None = None    # output logits -> cap * tanh(logits / cap)
@@ -73,25 +84,37 @@ class ModelConfig:
     if self.qkv_bias != (self.model_type == "qwen2"):
       raise ValueError(f"ModelConfig.qkv_bias={self.qkv_bias} with model_type={self.model_type!r}: "
                        "q/k/v biases exist exactly for qwen2")
-    if self.model_type != "gemma2":
-      for name in ("query_pre_attn_scalar", "attn_softcap", "final_softcap"):
+    if self.model_type not in GEMMA:
+      for name in ("query_pre_attn_scalar", "attn_softcap", "final_softcap", "rope_local_theta"):
         if getattr(self, name) is not None:
-          raise ValueError(f"ModelConfig.{name} is a gemma2 feature; model_type={self.model_type!r}")
+          raise ValueError(f"ModelConfig.{name} is a Gemma feature; model_type={self.model_type!r}")
+    if self.rope_scaling_type not in ROPE_SCALINGS:
+      raise ValueError(f"ModelConfig.rope_scaling_type={self.rope_scaling_type!r}; "
+                       f"supported: {', '.join(ROPE_SCALINGS)}")
+    if not isinstance(self.sliding_window_pattern, int) or self.sliding_window_pattern < 1:
+      raise ValueError(f"ModelConfig.sliding_window_pattern={self.sliding_window_pattern!r}: "
+                       "must be a positive int")
     if self.model_type in ("llama", "qwen2") and self.sliding_window is not None:
       raise ValueError(f"ModelConfig.sliding_window is not supported for model_type={self.model_type!r} "
                        "(use mistral or gemma2)")
 
   @property
   def is_gemma(self) -> bool:
-    return self.model_type == "gemma2"
+    return self.model_type in GEMMA
+
+  @property
+  def qk_norm(self) -> bool:
+    """Queries and keys RMS-normalised per head before RoPE (Gemma 3)."""
+    return self.model_type == "gemma3"
 
   @property
   def local_layers(self) -> tuple[bool, ...]:
-    """Per layer: True where it attends within `sliding_window` (Gemma-2: even layers)."""
+    """Per layer: True where it attends within `sliding_window` (Gemma: all but every
+    `sliding_window_pattern`-th layer; Mistral: every layer)."""
     if self.sliding_window is None:
       return (False,) * self.n_layers
     if self.is_gemma:
-      return tuple(i % 2 == 0 for i in range(self.n_layers))
+      return tuple((i + 1) % self.sliding_window_pattern != 0 for i in range(self.n_layers))
     return (True,) * self.n_layers
 
   @property
@@ -111,6 +134,19 @@ def _gemma2(**kw) -> ModelConfig:
   base = dict(model_type="gemma2", tie_embeddings=True, norm_eps=1e-6, rope_theta=10000.0,
               attn_softcap=50.0, final_softcap=30.0)
   return ModelConfig(**{**base, **kw})
+
+
+def _gemma3(**kw) -> ModelConfig:
+  base = dict(model_type="gemma3", tie_embeddings=True, norm_eps=1e-6, rope_theta=1_000_000.0,
+              rope_local_theta=10_000.0, sliding_window_pattern=6, query_pre_attn_scalar=256.0,
+              head_dim=256, max_len=32768)
+  return ModelConfig(**{**base, **kw})
+
+
+# Gemma 3 4B, 12B and 27B: vocabulary with the image tokens, 128k context by linear RoPE scaling
+# (factor 8) on the global layers.
+_GEMMA3_LARGE = dict(vocab_size=262208, sliding_window=1024, max_len=131072,
+                     rope_scaling_type="linear", rope_scaling_factor=8.0)
 
 
 def _llama(**kw) -> ModelConfig:
@@ -135,6 +171,15 @@ PRESETS: Mapping[str, ModelConfig] = {
                          head_dim=256, mlp_dim=14336, sliding_window=4096, query_pre_attn_scalar=256.0),
     "gemma2_27b": _gemma2(vocab_size=256000, d_model=4608, n_layers=46, n_heads=32, n_kv_heads=16,
                           head_dim=128, mlp_dim=36864, sliding_window=4096, query_pre_attn_scalar=144.0),
+    "gemma3_270m": _gemma3(vocab_size=262144, d_model=640, n_layers=18, n_heads=4, n_kv_heads=1,
+                           mlp_dim=2048, sliding_window=512),
+    "gemma3_1b": _gemma3(vocab_size=262144, d_model=1152, n_layers=26, n_heads=4, n_kv_heads=1,
+                         mlp_dim=6912, sliding_window=512),
+    "gemma3_4b": _gemma3(d_model=2560, n_layers=34, n_heads=8, n_kv_heads=4, mlp_dim=10240, **_GEMMA3_LARGE),
+    "gemma3_12b": _gemma3(d_model=3840, n_layers=48, n_heads=16, n_kv_heads=8, mlp_dim=15360,
+                          **_GEMMA3_LARGE),
+    "gemma3_27b": _gemma3(d_model=5376, n_layers=62, n_heads=32, n_kv_heads=16, head_dim=128,
+                          mlp_dim=21504, query_pre_attn_scalar=168.0, **_GEMMA3_LARGE),
     "llama3_2_1b": _llama(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8,
                           head_dim=64, mlp_dim=8192, tie_embeddings=True, rope_theta=500000.0,
                           rope_scaling_factor=32.0, rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,

@@ -5,7 +5,8 @@
     cfg, rm = hf.load_reward("/path/to/gemma-2-meta-rm")    # rm = {"lm": ..., "score": [D, 1]}
     hf.save_reward(cfg, rm, "/tmp/rm", pad_token_id=0)      # AutoModelForSequenceClassification loads it
 
-Supported `model_type`s: gemma2, llama, mistral, qwen2. Tensors are read one at a time from
+Supported `model_type`s: gemma2, gemma3_text (our "gemma3"; the text decoder `Gemma3ForCausalLM`,
+as Gemma 3 270M and 1B ship), llama, mistral, qwen2. Tensors are read one at a time from
 memory-mapped safetensors files (the format is parsed here: an 8-byte little-endian header length,
 a JSON header, then raw little-endian data), so bfloat16 works through `ml_dtypes` and the host
 never holds two copies of the model. `load` returns host numpy arrays, or arrays placed with
@@ -15,7 +16,7 @@ HF stores linear weights as [out, in]; ours are [in, ...] with heads split out:
     q_proj.weight [N*H, D] <-> q [D, N, H];  o_proj.weight [D, N*H] <-> o [N, H, D];
     gate/up_proj.weight [F, D] <-> [D, F];   down_proj.weight [D, F] <-> [F, D];
     lm_head.weight [V, D] <-> lm_head [D, V].  Norm weights, biases and embeddings map as they are
-(Gemma-2 norm weights w mean x * (1 + w) in both).
+(Gemma norm weights w mean x * (1 + w) in both; Gemma 3's q_norm / k_norm [H] likewise).
 
 Reward models (spct_jax/model/reward.py) use the standard `<Family>ForSequenceClassification`
 layout: the backbone's `model.*` tensors plus `score.weight` [num_labels=1, D] (no bias) <-> our
@@ -45,15 +46,21 @@ import numpy as np
 from spct_jax.model import config as config_lib
 from spct_jax.model.config import ModelConfig
 
-SUPPORTED = ("gemma2", "llama", "mistral", "qwen2")
-ARCHITECTURES = {"gemma2": "Gemma2ForCausalLM", "llama": "LlamaForCausalLM",
+# HF model_type -> ours
+MODEL_TYPES = {"gemma2": "gemma2", "gemma3_text": "gemma3", "llama": "llama", "mistral": "mistral",
+               "qwen2": "qwen2"}
+HF_MODEL_TYPES = {v: k for k, v in MODEL_TYPES.items()}
+SUPPORTED = tuple(MODEL_TYPES)
+ARCHITECTURES = {"gemma2": "Gemma2ForCausalLM", "gemma3": "Gemma3ForCausalLM", "llama": "LlamaForCausalLM",
                  "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 REWARD_ARCHITECTURES = {"gemma2": "Gemma2ForSequenceClassification",
+                        "gemma3": "Gemma3TextForSequenceClassification",
                         "llama": "LlamaForSequenceClassification",
                         "mistral": "MistralForSequenceClassification",
                         "qwen2": "Qwen2ForSequenceClassification"}
 _SEQ_CLS = "ForSequenceClassification"
-_ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh", "gelu_tanh"), "llama": ("silu",),
+_ACTIVATIONS = {"gemma2": ("gelu_pytorch_tanh", "gelu_tanh"), "gemma3": ("gelu_pytorch_tanh", "gelu_tanh"),
+                "llama": ("silu",),
                 "mistral": ("silu",), "qwen2": ("silu",)}
 # safetensors dtype code <-> numpy dtype (little-endian)
 _ST_TO_NP = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
@@ -68,43 +75,54 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # derived buffers some old checkpo
 def config_from_hf(d: dict[str, Any], dtype: str | None = None) -> ModelConfig:
   """A ModelConfig from a HF config.json dict. dtype: param and compute dtype (None: the
   checkpoint's `dtype`/`torch_dtype`, float32 when absent)."""
-  mt = d.get("model_type")
-  if mt not in SUPPORTED:
-    raise ValueError(f"unsupported model_type {mt!r}; supported: {', '.join(SUPPORTED)}")
+  hf_mt = d.get("model_type")
+  if hf_mt == "gemma3":
+    raise ValueError("model_type 'gemma3' is the multimodal Gemma 3 (Gemma3ForConditionalGeneration); "
+                     "only its text decoder is supported: a gemma3_text checkpoint (Gemma 3 270M, 1B), "
+                     "or the GGUF route (model/gguf.py)")
+  if hf_mt not in SUPPORTED:
+    raise ValueError(f"unsupported model_type {hf_mt!r}; supported: {', '.join(SUPPORTED)}")
+  mt = MODEL_TYPES[hf_mt]
 
   def need(key, within=d, where=""):
     if within.get(key) is None:
-      raise ValueError(f"config.json (model_type {mt}): missing key {where}{key!r}")
+      raise ValueError(f"config.json (model_type {hf_mt}): missing key {where}{key!r}")
     return within[key]
 
   d_model, n_heads = int(need("hidden_size")), int(need("num_attention_heads"))
+  n_layers = int(need("num_hidden_layers"))
   act = d.get("hidden_activation") or d.get("hidden_act")
   if act not in _ACTIVATIONS[mt]:
-    raise ValueError(f"config.json: activation {act!r} is not supported for {mt} "
+    raise ValueError(f"config.json: activation {act!r} is not supported for {hf_mt} "
                      f"(supported: {', '.join(_ACTIVATIONS[mt])})")
-  rope = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
+  rope, local_rope = _rope_parameters(d, mt)
   rope_type = rope.get("rope_type", rope.get("type", "default"))
-  if rope_type not in ("default", "llama3"):
-    raise ValueError(f"config.json: rope_type {rope_type!r} is not supported (supported: default, llama3)")
+  if rope_type not in ("default", "llama3", "linear"):
+    raise ValueError(f"config.json: rope_type {rope_type!r} is not supported (supported: default, llama3, linear)")
   if float(rope.get("partial_rotary_factor", d.get("partial_rotary_factor") or 1.0)) != 1.0:
     raise ValueError("config.json: partial_rotary_factor != 1 is not supported")
-  for key in ("attention_bias", "mlp_bias"):
+  for key in ("attention_bias", "mlp_bias", "use_bidirectional_attention"):
     if d.get(key):
-      raise ValueError(f"config.json: {key}=true is not supported for {mt}")
+      raise ValueError(f"config.json: {key}=true is not supported for {hf_mt}")
   if mt == "qwen2" and d.get("use_sliding_window"):
     raise ValueError("config.json: use_sliding_window=true is not supported for qwen2")
 
   # keys absent from config.json take the transformers class defaults
-  sliding_window = d.get("sliding_window", 4096) if mt in ("gemma2", "mistral") else None
-  if mt == "gemma2":
+  gemma = mt in config_lib.GEMMA
+  sliding_window = d.get("sliding_window", 4096) if gemma or mt == "mistral" else None
+  pattern = 2
+  if gemma:
+    pattern = int(d.get("sliding_window_pattern") or (6 if mt == "gemma3" else 2))
     layer_types = d.get("layer_types")
-    n_layers = int(need("num_hidden_layers"))
-    alternating = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
-    if sliding_window is not None and layer_types not in (None, alternating):
-      raise ValueError(f"config.json: gemma2 layer_types {layer_types} are not supported "
-                       "(supported: sliding on even layers, full on odd layers)")
-    if layer_types is not None and all(t == "full_attention" for t in layer_types):
-      sliding_window = None
+    if layer_types is not None:
+      if all(t == "full_attention" for t in layer_types):
+        sliding_window = None
+      else:
+        pattern = layer_types.index("full_attention") + 1 if "full_attention" in layer_types else n_layers + 1
+        expected = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n_layers)]
+        if list(layer_types) != expected:
+          raise ValueError(f"config.json: {hf_mt} layer_types {layer_types} are not supported (supported: "
+                           "every n-th layer full attention, the others sliding)")
   if dtype is None:
     dtype = d.get("dtype") or d.get("torch_dtype") or "float32"
     dtype = dtype if dtype in config_lib.DTYPES else "float32"
@@ -113,22 +131,48 @@ def config_from_hf(d: dict[str, Any], dtype: str | None = None) -> ModelConfig:
       n_layers=int(need("num_hidden_layers")), n_heads=n_heads,
       n_kv_heads=int(d.get("num_key_value_heads") or n_heads),
       head_dim=int(d.get("head_dim") or d_model // n_heads), mlp_dim=int(need("intermediate_size")),
-      qkv_bias=mt == "qwen2", tie_embeddings=bool(d.get("tie_word_embeddings", mt == "gemma2")),
+      qkv_bias=mt == "qwen2", tie_embeddings=bool(d.get("tie_word_embeddings", gemma)),
       norm_eps=float(d.get("rms_norm_eps", 1e-6)),
       rope_theta=float(rope.get("rope_theta") or d.get("rope_theta") or 10000.0),
       sliding_window=None if sliding_window is None else int(sliding_window),
-      max_len=int(d.get("max_position_embeddings") or 8192), param_dtype=dtype, dtype=dtype)
+      sliding_window_pattern=pattern, max_len=int(d.get("max_position_embeddings") or 8192), param_dtype=dtype, dtype=dtype)
+  if rope_type == "linear":
+    kw.update(rope_scaling_type="linear", rope_scaling_factor=float(need("factor", rope, "rope_scaling.")))
+  if local_rope is not None:
+    if local_rope.get("rope_type", "default") != "default":
+      raise ValueError(f"config.json: rope_type {local_rope.get('rope_type')!r} of the sliding layers is not "
+                       "supported (supported: default)")
+    kw["rope_local_theta"] = float(local_rope.get("rope_theta") or 10000.0)
   if rope_type == "llama3":
     rope_key = lambda k: need(k, rope, "rope_scaling.")
     kw.update(rope_scaling_factor=float(rope_key("factor")),
               rope_low_freq_factor=float(rope_key("low_freq_factor")),
               rope_high_freq_factor=float(rope_key("high_freq_factor")),
               rope_original_max_len=int(rope_key("original_max_position_embeddings")))
-  if mt == "gemma2":
+  if gemma:
+    caps = (50.0, 30.0) if mt == "gemma2" else (None, None)
     kw.update(query_pre_attn_scalar=_opt_float(d.get("query_pre_attn_scalar", 256)),
-              attn_softcap=_opt_float(d.get("attn_logit_softcapping", 50.0)),
-              final_softcap=_opt_float(d.get("final_logit_softcapping", 30.0)))
+              attn_softcap=_opt_float(d.get("attn_logit_softcapping", caps[0])),
+              final_softcap=_opt_float(d.get("final_logit_softcapping", caps[1])))
   return ModelConfig(**kw)
+
+
+def _rope_parameters(d: dict[str, Any], mt: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+  """(RoPE parameters of the global layers, of the local layers or None) from a config.json dict:
+  `rope_parameters` (per layer type for Gemma 3, as transformers 5 writes it) or the older
+  `rope_theta` / `rope_scaling` / `rope_local_base_freq` keys."""
+  params = dict(d.get("rope_parameters") or {})
+  if mt != "gemma3":
+    rope = dict(params or d.get("rope_scaling") or {})
+    return rope, None
+  if "full_attention" in params or "sliding_attention" in params:
+    full, local = dict(params.get("full_attention") or {}), dict(params.get("sliding_attention") or {})
+    full.setdefault("rope_theta", 1_000_000.0)
+    local.setdefault("rope_theta", 10_000.0)
+    return full, local
+  rope = dict(d.get("rope_scaling") or {})
+  rope.setdefault("rope_theta", d.get("rope_theta") or 1_000_000.0)
+  return rope, {"rope_type": "default", "rope_theta": d.get("rope_local_base_freq") or 10_000.0}
 
 
 def _int_if_whole(x: float) -> int | float:
@@ -155,26 +199,36 @@ def config_to_hf(cfg: ModelConfig, reward: bool = False, pad_token_id: int | Non
   """
   mt = cfg.model_type
   arch = (REWARD_ARCHITECTURES if reward else ARCHITECTURES)[mt]
-  d = {"architectures": [arch], "model_type": mt, "vocab_size": cfg.vocab_size,
+  d = {"architectures": [arch], "model_type": HF_MODEL_TYPES[mt], "vocab_size": cfg.vocab_size,
        "hidden_size": cfg.d_model, "intermediate_size": cfg.mlp_dim,
        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
        "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "rms_norm_eps": cfg.norm_eps,
        "max_position_embeddings": cfg.max_len, "tie_word_embeddings": cfg.tie_embeddings,
        "rope_theta": cfg.rope_theta, "rope_scaling": None, "attention_bias": False,
        "attention_dropout": 0.0, "dtype": cfg.param_dtype}
-  if cfg.rope_scaling_factor is not None:
+  if cfg.rope_scaling_factor is not None and cfg.rope_scaling_type == "linear":
+    d["rope_scaling"] = {"rope_type": "linear", "factor": cfg.rope_scaling_factor}
+  elif cfg.rope_scaling_factor is not None:
     d["rope_scaling"] = {"rope_type": "llama3", "factor": cfg.rope_scaling_factor,
                          "low_freq_factor": cfg.rope_low_freq_factor,
                          "high_freq_factor": cfg.rope_high_freq_factor,
                          "original_max_position_embeddings": cfg.rope_original_max_len}
-  if mt == "gemma2":
+  if cfg.is_gemma:
     local = cfg.local_layers
     d.update(hidden_activation="gelu_pytorch_tanh", hidden_act="gelu_pytorch_tanh",
              query_pre_attn_scalar=_int_if_whole(cfg.query_pre_attn_scalar or cfg.head_dim),
              sliding_window=cfg.sliding_window,
              layer_types=["sliding_attention" if l else "full_attention" for l in local],
              attn_logit_softcapping=cfg.attn_softcap, final_logit_softcapping=cfg.final_softcap)
-  else:
+  if mt == "gemma3":
+    global_rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    if cfg.rope_scaling_factor is not None:
+      global_rope.update(rope_type="linear", factor=cfg.rope_scaling_factor)
+    d.pop("rope_theta")
+    d.pop("rope_scaling")
+    d["rope_parameters"] = {"full_attention": global_rope, "sliding_attention": {
+        "rope_type": "default", "rope_theta": cfg.rope_local_theta or cfg.rope_theta}}
+  if not cfg.is_gemma:
     d["hidden_act"] = "silu"
   if mt == "llama":
     d["mlp_bias"] = False
@@ -216,14 +270,14 @@ def _plain(hf_name: str, path: tuple[str, ...], shape: tuple[int, ...]) -> _Tens
   return _Tensor(hf_name, path, shape, shape, _same, _same)
 
 
-def _mapping(cfg: ModelConfig, reward: bool = False) -> list[_Tensor]:
+def tensor_mapping(cfg: ModelConfig, reward: bool = False) -> list[_Tensor]:
   """Every parameter of `cfg` with its HF name, HF shape and conversions.
 
   reward: the `*ForSequenceClassification` layout: our paths under "lm", no lm_head, and
   `score.weight` [1, D] <-> ("score",) [D, 1].
   """
   if reward:
-    lm = [dataclasses.replace(t, path=("lm",) + t.path) for t in _mapping(cfg) if t.path != ("lm_head",)]
+    lm = [dataclasses.replace(t, path=("lm",) + t.path) for t in tensor_mapping(cfg) if t.path != ("lm_head",)]
     return lm + [_linear("score.weight", ("score",), (1,), cfg.d_model)]
   d, n, k, h, f, v = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
   out = [_plain("model.embed_tokens.weight", ("embed",), (v, d))]
@@ -246,6 +300,9 @@ def _mapping(cfg: ModelConfig, reward: bool = False) -> list[_Tensor]:
     out.append(_linear(f"{p}mlp.down_proj.weight", (L, "mlp", "down"), (d,), f))
     for hf_norm, ours in norms.items():
       out.append(_plain(f"{p}{hf_norm}.weight", (L, ours, "scale"), (d,)))
+    if cfg.qk_norm:
+      for name in ("q", "k"):
+        out.append(_plain(f"{p}self_attn.{name}_norm.weight", (L, "attn", f"{name}_norm", "scale"), (h,)))
   out.append(_plain("model.norm.weight", ("final_norm", "scale"), (d,)))
   if not cfg.tie_embeddings:
     out.append(_linear("lm_head.weight", ("lm_head",), (v,), d))
@@ -255,7 +312,7 @@ def _mapping(cfg: ModelConfig, reward: bool = False) -> list[_Tensor]:
 def hf_names_and_shapes(cfg: ModelConfig, reward: bool = False) -> dict[str, tuple[int, ...]]:
   """The HF checkpoint's tensor names and shapes for `cfg` (what `save` writes, `load` expects;
   reward: what `save_reward` writes, `load_reward` expects)."""
-  return {t.hf_name: t.hf_shape for t in _mapping(cfg, reward)}
+  return {t.hf_name: t.hf_shape for t in tensor_mapping(cfg, reward)}
 
 
 # ---- safetensors files
@@ -340,13 +397,13 @@ def _names(kind: str, names: list[str], noun: str = "tensor") -> str:
   return f"{kind} {noun} {shown}" if len(names) == 1 else f"{len(names)} {kind} {noun}s: {shown}"
 
 
-def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
+def set_path(tree: dict, path: tuple[str, ...], value: Any) -> None:
   for key in path[:-1]:
     tree = tree.setdefault(key, {})
   tree[path[-1]] = value
 
 
-def _get(tree: Any, path: tuple[str, ...]) -> Any:
+def get_path(tree: Any, path: tuple[str, ...]) -> Any:
   for key in path:
     tree = tree[key]
   return tree
@@ -394,7 +451,7 @@ def _load(path: str, dtype: str | None, shardings: Any, reward: bool) -> tuple[M
     raise ValueError(f"{path}: config.json has num_labels={num_labels(d)} (id2label {d.get('id2label')}); "
                      "only num_labels=1 (a scalar reward head, score.weight [1, hidden]) is supported")
   files = _open_checkpoint(path)
-  mapping = _mapping(cfg, reward)
+  mapping = tensor_mapping(cfg, reward)
   expected = {t.hf_name for t in mapping}
 
   missing = [t.hf_name for t in mapping if t.hf_name not in files]
@@ -425,8 +482,8 @@ def _load(path: str, dtype: str | None, shardings: Any, reward: bool) -> tuple[M
   for t in mapping:
     arr = np.array(t.to_ours(files[t.hf_name].read(t.hf_name)), dtype=target, order="C", copy=True)
     if shardings is not None:
-      arr = jax.device_put(arr, _get(shardings, t.path))
-    _set(params, t.path, arr)
+      arr = jax.device_put(arr, get_path(shardings, t.path))
+    set_path(params, t.path, arr)
   return cfg, params
 
 
@@ -473,7 +530,7 @@ def save_reward(cfg: ModelConfig, params: Any, path: str, *, pad_token_id: int) 
 
 
 def _save(cfg: ModelConfig, params: Any, path: str, hf_config: dict[str, Any], reward: bool) -> None:
-  mapping = _mapping(cfg, reward)
+  mapping = tensor_mapping(cfg, reward)
   flat = {tuple(str(getattr(k, "key", k)) for k in kp): leaf
           for kp, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
   paths = {t.path for t in mapping}

@@ -1,4 +1,4 @@
-"""Flax Linen building blocks: RMSNorm, RoPE, attention (GQA, soft-capping, KV cache), gated MLP.
+"""Flax Linen building blocks: RMSNorm, RoPE, attention (GQA, q/k norms, soft-capping, KV cache), gated MLP.
 
 Every parameter is created with logical axis names (`nn.with_logical_partitioning`); the names are
 read back by `transformer.logical_axes` and mapped to mesh axes by spct_jax/train/mesh.py.
@@ -36,14 +36,16 @@ def softcap(x: Array, cap: float | None) -> Array:
 
 
 class RMSNorm(nn.Module):
-  """x / rms(x) * w (Llama) or * (1 + w) (Gemma, `plus_one`). x: [..., D]."""
+  """x / rms(x) * w (Llama) or * (1 + w) (Gemma). x: [..., D] (or [..., H] for Gemma 3's q/k norms,
+  with axis "head_dim")."""
   cfg: ModelConfig
+  axis: str = "embed"  # logical name of the normalised axis
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     cfg = self.cfg
     init = nn.initializers.zeros if cfg.is_gemma else nn.initializers.ones
-    scale = _param(self, "scale", init, (x.shape[-1],), ("embed",), cfg.jnp_param_dtype)
+    scale = _param(self, "scale", init, (x.shape[-1],), (self.axis,), cfg.jnp_param_dtype)
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
     if cfg.is_gemma:
@@ -51,12 +53,18 @@ class RMSNorm(nn.Module):
     return y.astype(x.dtype) * scale.astype(x.dtype)
 
 
-def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
-  """Inverse frequencies [H/2] float32, with Llama-3 scaling when cfg.rope_scaling_factor is set."""
+def rope_inv_freq(cfg: ModelConfig, local: bool = False) -> np.ndarray:
+  """Inverse frequencies [H/2] float32 of a global layer, or of a local one (`local`: base
+  cfg.rope_local_theta when set, never scaled). cfg.rope_scaling_factor scales the layers on
+  cfg.rope_theta: "linear" divides every frequency by the factor, "llama3" by frequency band."""
   h = cfg.head_dim
-  inv = (1.0 / (cfg.rope_theta ** (np.arange(0, h, 2, dtype=np.float32) / np.float32(h)))).astype(np.float32)
-  if cfg.rope_scaling_factor is None:
+  own_base = local and cfg.rope_local_theta is not None
+  theta = cfg.rope_local_theta if own_base else cfg.rope_theta
+  inv = (1.0 / (theta ** (np.arange(0, h, 2, dtype=np.float32) / np.float32(h)))).astype(np.float32)
+  if cfg.rope_scaling_factor is None or own_base:
     return inv
+  if cfg.rope_scaling_type == "linear":
+    return (inv / np.float32(cfg.rope_scaling_factor)).astype(np.float32)
   factor, low, high = cfg.rope_scaling_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
   old = cfg.rope_original_max_len
   wavelen = 2 * np.pi / inv
@@ -130,7 +138,10 @@ class Attention(nn.Module):
       q += _param(self, "q_bias", zeros, (n, h), ("heads", "head_dim"), pdt).astype(dt)
       kk += _param(self, "k_bias", zeros, (k, h), ("kv_heads", "head_dim"), pdt).astype(dt)
       vv += _param(self, "v_bias", zeros, (k, h), ("kv_heads", "head_dim"), pdt).astype(dt)
-    inv_freq = rope_inv_freq(cfg)
+    if cfg.qk_norm:
+      q = RMSNorm(cfg, "head_dim", name="q_norm")(q)
+      kk = RMSNorm(cfg, "head_dim", name="k_norm")(kk)
+    inv_freq = rope_inv_freq(cfg, local=self.window is not None)
     q = nn.with_logical_constraint(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "head_dim"))
     kk = nn.with_logical_constraint(apply_rope(kk, positions, inv_freq), ("batch", "length", "kv_heads", "head_dim"))
     vv = nn.with_logical_constraint(vv, ("batch", "length", "kv_heads", "head_dim"))

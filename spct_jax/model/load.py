@@ -3,6 +3,7 @@
     m = load("stage:grpo", workdir="runs/default")
     m = load("hf:/data/gemma-2-2b-it", dtype="bfloat16")
     m = load("scratch", preset="small", seed=0)
+    m = load("gguf:gemma3-270m")                             # a packaged GGUF file, or gguf:/path/x.gguf
     m.config, m.params, m.tokenizer
 
 Sources:
@@ -11,10 +12,13 @@ Sources:
   export:<folder>   a folder written by `python -m spct_jax.export` (model/orbax_io.py)
   bundled:<stage>   a stage result shipped in the package (model/bundled.py)
   hf:<folder>       a local Hugging Face folder (config.json + safetensors; model/hf.py)
+  gguf:<file|name>  a llama.cpp GGUF file, dequantized (model/gguf.py), or a packaged one by name
+                    (gguf:gemma3-270m, from the `gemma3` extra)
 
-The tokenizer is `tokenizer` (a .model, a tokenizer.json or a folder with one) when given, else the
-folder's own (stage, export and hf sources: tokenizer.model or tokenizer.json; a folder with neither
-is an error that says so, never a silent fallback), else (scratch, bundled) the bundled one. `dtype` and `remat`
+The tokenizer is `tokenizer` (a .model, a tokenizer.json, a .gguf or a folder with one) when given,
+else the source's own (stage, export and hf sources: tokenizer.model or tokenizer.json, a folder
+with neither is an error that says so, never a silent fallback; gguf: the file's metadata), else
+(scratch, bundled) the bundled one. `dtype` and `remat`
 replace the saved compute settings (None keeps them). `reward_head=True` asks for a scalar-head
 model ({"lm", "score"} params: a meta RM or scalar RM stage, or an HF *ForSequenceClassification).
 """
@@ -29,13 +33,14 @@ import jax
 from spct_jax import paths
 from spct_jax.model import bundled
 from spct_jax.model import config as config_lib
+from spct_jax.model import gguf
 from spct_jax.model import hf
 from spct_jax.model import orbax_io
 from spct_jax.model import transformer
 from spct_jax.model.config import ModelConfig
 from spct_jax.tokenizer import Tokenizer
 
-SOURCES = ("scratch", "stage:<name>", "export:<folder>", "bundled:<stage>", "hf:<folder>")
+SOURCES = ("scratch", "stage:<name>", "export:<folder>", "bundled:<stage>", "hf:<folder>", "gguf:<file|name>")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +69,10 @@ def load(spec: str, *, workdir: str | None = None, preset: str | None = None, se
     params = transformer.init_params(cfg, jax.random.key(seed))
   elif kind == "hf" and where:
     cfg, params = (hf.load_reward if reward_head else hf.load)(where)
+  elif kind == "gguf" and where:
+    if reward_head:
+      raise ValueError(f"{what}={spec!r}: a GGUF file holds a language model, not a scalar-head model")
+    cfg, params = gguf.load(gguf.resolve(where), dtype=param_dtype)
   elif kind == "bundled" and where:
     params, saved, _ = bundled.load(bundled.folder(where))
     cfg = config_lib.from_dict(saved)
@@ -91,8 +100,10 @@ def load_tokenizer(spec: str, *, workdir: str | None = None, tokenizer: str = ""
                    what: str = "model source") -> Tokenizer:
   """The tokenizer of the model `spec` names (module docstring), without loading the model."""
   if tokenizer:
-    return Tokenizer.load(tokenizer)
+    return gguf.tokenizer(tokenizer) if tokenizer.endswith(".gguf") else Tokenizer.load(tokenizer)
   kind, _, where = spec.partition(":")
+  if kind == "gguf" and where:
+    return gguf.tokenizer(gguf.resolve(where))
   folder = where if kind == "hf" else _folder(spec, workdir, what) if kind in ("export", "stage") else None
   if folder is None:
     return Tokenizer.load()

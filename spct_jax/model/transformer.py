@@ -13,8 +13,9 @@ Parameter tree (unscanned layers; `layers_{i}` for i in range(L)):
     layers_i/attn/q [D, N, H], k, v [D, K, H]      ('embed', 'heads'|'kv_heads', 'head_dim')
     layers_i/attn/o [N, H, D]                      ('heads', 'head_dim', 'embed')
     layers_i/attn/{q,k,v}_bias [N|K, H]            (Qwen2 only)
+    layers_i/attn/{q,k}_norm/scale [H]             ('head_dim',) (Gemma 3 only)
     layers_i/mlp/gate, up [D, F]; down [F, D]      ('embed', 'mlp'), ('mlp', 'embed')
-    layers_i/{pre_attn,post_attn,pre_mlp,post_mlp}_norm/scale [D]   ('embed',) (post_*: Gemma-2)
+    layers_i/{pre_attn,post_attn,pre_mlp,post_mlp}_norm/scale [D]   ('embed',) (post_*: Gemma)
     final_norm/scale [D]
     lm_head [D, V]                                 ('embed', 'vocab') (untied only)
 

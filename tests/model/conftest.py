@@ -13,7 +13,7 @@ from spct_jax.model import hf, transformer
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 SCRIPT = pathlib.Path(__file__).parents[2] / "scripts" / "make_model_fixtures.py"
-FAMILIES = ("llama", "qwen2", "gemma2", "mistral")
+FAMILIES = ("llama", "qwen2", "gemma2", "gemma3", "mistral")
 
 
 @pytest.fixture(scope="session")

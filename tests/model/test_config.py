@@ -12,6 +12,8 @@ PUBLISHED = {
     "gemma2_2b": 2_614_341_888,
     "gemma2_9b": 9_241_705_984,
     "gemma2_27b": 27_227_128_320,
+    "gemma3_270m": 268_098_176,
+    "gemma3_1b": 999_885_952,
     "llama3_2_1b": 1_235_814_400,
     "llama3_1_8b": 8_030_261_248,
     "mistral_7b": 7_241_732_096,
@@ -65,11 +67,11 @@ def test_get_config_overrides_and_errors():
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(n_kv_heads=3), "ModelConfig.n_heads=4 is not a multiple of n_kv_heads=3"),
-    (dict(model_type="gpt2"), "ModelConfig.model_type='gpt2'; supported: gemma2, llama, mistral, qwen2"),
+    (dict(model_type="gpt2"), "ModelConfig.model_type='gpt2'; supported: gemma2, gemma3, llama, mistral, qwen2"),
     (dict(model_type="llama", attn_softcap=None, final_softcap=None, query_pre_attn_scalar=None,
           sliding_window=None, qkv_bias=True), "qkv_bias=True with model_type='llama'"),
     (dict(model_type="llama", sliding_window=None, query_pre_attn_scalar=None),
-     "ModelConfig.attn_softcap is a gemma2 feature; model_type='llama'"),
+     "ModelConfig.attn_softcap is a Gemma feature; model_type='llama'"),
     (dict(dtype="float64"), "ModelConfig.dtype='float64'; supported: float32, bfloat16, float16"),
     (dict(head_dim=15), "RoPE needs an even head_dim"),
     (dict(sliding_window=0), "ModelConfig.sliding_window=0: must be >= 1 or None"),

@@ -21,9 +21,10 @@ from spct_jax.model import config, hf, transformer
 from spct_jax import mesh as mesh_lib
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-FAMILIES = ("llama", "qwen2", "gemma2", "mistral")
+FAMILIES = ("llama", "qwen2", "gemma2", "gemma3", "mistral")
 
 PUBLISHED = {"gemma2_2b": 2_614_341_888, "gemma2_9b": 9_241_705_984, "gemma2_27b": 27_227_128_320,
+             "gemma3_270m": 268_098_176, "gemma3_1b": 999_885_952,
              "llama3_2_1b": 1_235_814_400, "llama3_1_8b": 8_030_261_248, "mistral_7b": 7_241_732_096}
 
 
@@ -46,6 +47,11 @@ def test_fixture_configs_exercise_every_feature(hf_fixture):
   assert gemma2.local_layers == (True, False, True) and gemma2.sliding_window == 4
   assert (gemma2.attn_softcap, gemma2.final_softcap, gemma2.query_pre_attn_scalar) == (2.0, 5.0, 6.0)
   assert mistral.local_layers == (True, True) and mistral.n_kv_heads == 1
+  gemma3 = hf_fixture("gemma3")[0]
+  assert gemma3.local_layers == (True, True, False, True) and gemma3.qk_norm and gemma3.sliding_window == 4
+  assert (gemma3.rope_theta, gemma3.rope_local_theta, gemma3.rope_scaling_type, gemma3.rope_scaling_factor) == (
+      10000.0, 100.0, "linear", 4.0)
+  assert gemma3.attn_softcap is None and gemma3.final_softcap is None
   for name in FAMILIES:
     folder = FIXTURES / name
     assert sum(os.path.getsize(folder / f) for f in os.listdir(folder)) < 300 * 1024
@@ -55,7 +61,8 @@ def test_fixture_configs_exercise_every_feature(hf_fixture):
 def test_config_to_hf_and_back(name):
   cfg = config.get_config(name)
   d = json.loads(json.dumps(hf.config_to_hf(cfg)))
-  assert d["architectures"] == [hf.ARCHITECTURES[cfg.model_type]] and d["model_type"] == cfg.model_type
+  assert d["architectures"] == [hf.ARCHITECTURES[cfg.model_type]]
+  assert hf.MODEL_TYPES[d["model_type"]] == cfg.model_type
   assert hf.config_from_hf(d) == cfg
 
 
@@ -83,10 +90,28 @@ def test_config_from_published_style_json():
   defaults = {k: v for k, v in gemma.items() if k not in absent}
   assert hf.config_from_hf(defaults) == config.get_config("gemma2_2b")  # transformers' class defaults
   assert hf.config_from_hf(gemma, dtype="bfloat16").param_dtype == "bfloat16"
+  # Gemma 3 1B as published (legacy rope keys, sliding_window_pattern, no layer_types)
+  gemma3 = {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "vocab_size": 262144,
+            "hidden_size": 1152, "intermediate_size": 6912, "num_hidden_layers": 26,
+            "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
+            "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "sliding_window": 512,
+            "sliding_window_pattern": 6, "rope_theta": 1000000, "rope_local_base_freq": 10000,
+            "rope_scaling": None, "final_logit_softcapping": None, "attn_logit_softcapping": None,
+            "max_position_embeddings": 32768, "rms_norm_eps": 1e-06, "torch_dtype": "float32"}
+  assert hf.config_from_hf(gemma3) == config.get_config("gemma3_1b")
+  assert config.get_config("gemma3_1b").local_layers[:6] == (True,) * 5 + (False,)
+  # the text decoder of Gemma 3 4B: linear RoPE scaling on the global layers
+  gemma3_4b = {**gemma3, "vocab_size": 262208, "hidden_size": 2560, "intermediate_size": 10240,
+               "num_hidden_layers": 34, "num_attention_heads": 8, "num_key_value_heads": 4,
+               "sliding_window": 1024, "max_position_embeddings": 131072,
+               "rope_scaling": {"factor": 8.0, "rope_type": "linear"}}
+  assert hf.config_from_hf(gemma3_4b) == config.get_config("gemma3_4b")
+  with pytest.raises(ValueError, match="multimodal Gemma 3"):
+    hf.config_from_hf({**gemma3, "model_type": "gemma3"})
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(model_type="gpt2"), "unsupported model_type 'gpt2'; supported: gemma2, llama, mistral, qwen2"),
+    (dict(model_type="gpt2"), "unsupported model_type 'gpt2'; supported: gemma2, gemma3_text, llama, mistral, qwen2"),
     (dict(hidden_act="gelu"), "activation 'gelu' is not supported for llama (supported: silu)"),
     (dict(rope_scaling={"rope_type": "yarn", "factor": 4.0}), "rope_type 'yarn' is not supported"),
     (dict(attention_bias=True), "attention_bias=true is not supported for llama"),
@@ -133,7 +158,7 @@ def test_load_errors_name_the_tensor(tmp_path):
   folder = _copy_fixture(tmp_path / "d")
   cfg = json.loads((folder / "config.json").read_text())
   (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "phi3"}))
-  with pytest.raises(ValueError, match="unsupported model_type 'phi3'; supported: gemma2, llama, mistral"):
+  with pytest.raises(ValueError, match="unsupported model_type 'phi3'; supported: gemma2, gemma3_text, llama, mistral"):
     hf.load(str(folder))
 
   (tmp_path / "empty").mkdir()

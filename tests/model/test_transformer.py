@@ -98,9 +98,9 @@ def test_explicit_positions_equal_derived(forward, hf_fixture):
   np.testing.assert_allclose(a[io["mask"]], c[io["mask"]], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["gemma2", "llama", "qwen2", "mistral"])
+@pytest.mark.parametrize("name", ["gemma2", "gemma3", "llama", "qwen2", "mistral"])
 def test_cache_decode_matches_full_forward(forward, cached, hf_fixture, name):
-  # Gemma-2 (window 4) and Mistral (window 5): decoding from slot 3 on crosses the window.
+  # Gemma 2 / Gemma 3 (window 4) and Mistral (window 5): decoding from slot 3 on crosses the window.
   cfg, params, io = hf_fixture(name)
   full = forward(cfg, params, io["tokens"], io["mask"])
   cache = transformer.init_cache(cfg, 2, 16)
