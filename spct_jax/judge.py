@@ -147,7 +147,7 @@ def sample_requests(requests: Sequence[Request], *, cfg, params, tok, rng: jax.A
     res = sampling_lib.sample(cfg, params, tokens, mask, jax.random.fold_in(rng, start), k=k,
                               max_new_tokens=max_new_tokens, sampling=sampling, stop_ids=stop,
                               pad_id=tok.pad_id, mesh=mesh)
-    res = jax.device_get(res)
+    res = mesh_lib.fetch(res)
     out += [Completions(chunk[j], res.tokens[j], res.lengths[j], res.logprobs[j], res.done[j])
             for j in range(real)]
   return out

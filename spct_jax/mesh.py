@@ -153,39 +153,93 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def shard_batch(batch: Any, mesh: Mesh) -> Any:
-  """Places a pytree of host numpy arrays [B, ...] on the mesh, rows over the data axes.
+def put(tree: Any, shardings: Any) -> Any:
+  """Places host values (the same full value on every process) with `shardings` (one sharding,
+  or a same-structure pytree). On several processes each one fills only its own devices' shards
+  (`jax.make_array_from_callback`), which `jax.device_put` cannot do across hosts; arrays that
+  are already global are resharded by a jitted identity."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, shardings)
+  if isinstance(shardings, jax.sharding.Sharding):
+    shardings = jax.tree.map(lambda _: shardings, tree)
 
-  On several hosts each host passes its own rows (its slice of the global batch) and the global
-  array is assembled with `jax.make_array_from_process_local_data`.
-  """
-  def put(x):
+  def one(x, sharding):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:  # already global: reshard if needed
+      return x if x.sharding == sharding else jax.jit(lambda a: a, out_shardings=sharding)(x)
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(one(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x))
     x = np.asarray(x)
-    sharding = batch_sharding(mesh)
-    if jax.process_count() > 1:
-      return jax.make_array_from_process_local_data(sharding, x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(one, tree, shardings)
+
+
+def fetch(tree: Any) -> Any:
+  """The global value of every array leaf as host numpy, on every process (`jax.device_get` on
+  one process; an all-gather of the shards on several)."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+  return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))
+                      if isinstance(x, jax.Array) else x, tree)
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+  """Places a pytree of host numpy arrays [B, ...] (the global batch, the same on every process)
+  on the mesh, rows over the data axes; each process fills its own devices' rows."""
+  def one(x):
+    x = np.asarray(x)
     check_batch(x.shape[0], mesh)
-    return jax.device_put(x, sharding)
-  return jax.tree.map(put, batch)
+    return put(x, batch_sharding(mesh))
+  return jax.tree.map(one, batch)
+
+
+# What `maybe_initialize_distributed` reads when no argument is given (besides the cluster
+# variables jax discovers itself: Cloud TPU pods, SLURM, ...).
+DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+_CLUSTERS = ("TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE")
 
 
 def maybe_initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
                                  process_id: int | None = None) -> None:
   """`jax.distributed.initialize` for multi-host runs; a no-op on one host.
 
-  On Cloud TPU pods and SLURM/GPU clusters the arguments are discovered from the environment;
-  pass them explicitly elsewhere. Must be called before any other JAX call.
+  The arguments default to the environment variables JAX_COORDINATOR_ADDRESS (host:port of
+  process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID; on Cloud TPU pods and SLURM/MPI clusters jax
+  discovers all three itself. A coordinator without the other two (and no cluster to ask) is an
+  error naming what is missing. Must be called before any other JAX call.
   """
-  if coordinator is None and num_processes in (None, 1):
-    import os
-    if not any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID", "JAX_COORDINATOR_ADDRESS")):
-      return
+  import os
+  env = os.environ
+
+  def from_env(name):
+    value = env.get(name, "").strip()
+    if not value:
+      return None
+    try:
+      return int(value)
+    except ValueError:
+      raise ValueError(f"environment variable {name}={value!r}: expected an integer") from None
+
+  coordinator = coordinator or env.get("JAX_COORDINATOR_ADDRESS", "").strip() or None
+  num_processes = num_processes if num_processes is not None else from_env("JAX_NUM_PROCESSES")
+  process_id = process_id if process_id is not None else from_env("JAX_PROCESS_ID")
+  cluster = any(k in env for k in _CLUSTERS)
+  if coordinator is None and num_processes in (None, 1) and not cluster:
+    return
+  if not cluster:
+    missing = [name for name, v in zip(DISTRIBUTED_ENV, (coordinator, num_processes, process_id)) if v is None]
+    if missing:
+      raise ValueError(f"a several-process run needs {', '.join(missing)} (environment variables, or the "
+                       "--coordinator_address / --num_processes / --process_id flags)")
   jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                              process_id=process_id)
 
 
-def host_slice(n_items: int) -> range:
-  """The slice of a global index space [0, n_items) that this host reads (contiguous, equal)."""
-  count, index = jax.process_count(), jax.process_index()
-  per = n_items // count
-  return range(index * per, (index + 1) * per)
+def define_distributed_flags():
+  """absl flags --coordinator_address, --num_processes, --process_id for a CLI; returns a function
+  that calls `maybe_initialize_distributed` with them (unset flags fall back to the environment)."""
+  from absl import flags
+  addr = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (or JAX_COORDINATOR_ADDRESS)")
+  count = flags.DEFINE_integer("num_processes", None, "number of processes (or JAX_NUM_PROCESSES)")
+  index = flags.DEFINE_integer("process_id", None, "this process's index (or JAX_PROCESS_ID)")
+  return lambda: maybe_initialize_distributed(addr.value, count.value, index.value)

@@ -225,7 +225,7 @@ def prompt_keys(rng: Any, batch: int) -> Array:
 def shard_params(cfg: ModelConfig, params: Any, mesh: Mesh) -> Any:
   """Places params on `mesh` by the model's logical-axis rules (no-op when already there)."""
   shardings = mesh_lib.shardings_for(transformer.logical_axes(cfg), params, mesh)
-  return jax.device_put(params, shardings)
+  return mesh_lib.put(params, shardings)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,7 +343,7 @@ def _prepare(cfg: ModelConfig, params: Any, prompt_tokens: Any, prompt_mask: Any
   if mesh is not None:
     mesh_lib.check_batch(tokens.shape[0] * k, mesh, key="B*k (prompts x samples)")
     params = shard_params(cfg, params, mesh)
-    tokens, mask, keys = jax.device_put((tokens, mask, keys), mesh_lib.replicated(mesh))
+    tokens, mask, keys = mesh_lib.put((tokens, mask, keys), mesh_lib.replicated(mesh))
   static = dict(cfg=cfg, k=int(k), max_new_tokens=int(max_new_tokens), sampling=sampling,
                 stop_ids=stop_ids, pad_id=int(pad_id), mesh=mesh, share_prefix=bool(share_prefix))
   return (params, tokens, mask, keys), static
@@ -433,6 +433,6 @@ def generate(texts: Sequence[str], *, cfg: ModelConfig, params: Any, tokenizer: 
   out = sample(cfg, params, tokens, mask, rng, k=k, max_new_tokens=max_new_tokens,
                sampling=sampling, stop_ids=stop_ids, pad_id=tokenizer.pad_id, mesh=mesh,
                buckets=buckets)
-  toks, lengths, done = jax.device_get((out.tokens, out.lengths, out.done))
+  toks, lengths, done = mesh_lib.fetch((out.tokens, out.lengths, out.done))
   return [[tokenizer.decode(toks[i, j, :lengths[i, j] - int(done[i, j])].tolist()) for j in range(k)]
           for i in range(len(texts))]

@@ -50,5 +50,13 @@ def test_batch_must_divide_data_axes():
     mesh_lib.shard_batch({"tokens": np.zeros((6, 4))}, mesh)
 
 
-def test_host_slice_single_host():
-  assert mesh_lib.host_slice(10) == range(0, 10)
+def test_distributed_init_needs_all_three_settings(monkeypatch):
+  for name in mesh_lib.DISTRIBUTED_ENV + ("TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE"):
+    monkeypatch.delenv(name, raising=False)
+  mesh_lib.maybe_initialize_distributed()  # one host: nothing to do
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1234")
+  with pytest.raises(ValueError, match="a several-process run needs JAX_NUM_PROCESSES, JAX_PROCESS_ID"):
+    mesh_lib.maybe_initialize_distributed()
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+  with pytest.raises(ValueError, match="JAX_NUM_PROCESSES='two': expected an integer"):
+    mesh_lib.maybe_initialize_distributed()

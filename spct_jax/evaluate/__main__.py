@@ -14,7 +14,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from spct_jax import mesh
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "evaluation config file (configs/eval.py)")
+_INIT_DISTRIBUTED = mesh.define_distributed_flags()  # several hosts: flags or JAX_* environment variables
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "the workdir of the stages it evaluates; results go to <workdir>/eval/")
 
 
@@ -22,10 +25,9 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  from spct_jax import mesh
   from spct_jax.evaluate import run
   from spct_jax.train import chain
-  mesh.maybe_initialize_distributed()
+  _INIT_DISTRIBUTED()
   path = config_flags.get_config_filename(flags.FLAGS["config"])
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
   run.run(chain.as_run(_CONFIG.value), _WORKDIR.value, path, overrides)

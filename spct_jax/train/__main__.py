@@ -14,7 +14,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from spct_jax import mesh
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "stage config file (configs/*.py)")
+_INIT_DISTRIBUTED = mesh.define_distributed_flags()  # several hosts: flags or JAX_* environment variables
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "where stages write checkpoints, metrics and exports")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "load the configs and print the stages that would run, then exit")
 
@@ -23,9 +26,8 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax and absl are chatty at INFO; -v 0 restores it
-  from spct_jax import mesh
   from spct_jax.train import chain, loop
-  mesh.maybe_initialize_distributed()  # several hosts (TPU pod slices, SLURM): one process each
+  _INIT_DISTRIBUTED()  # several hosts (TPU pod slices, SLURM, explicit): one process each
   path = config_flags.get_config_filename(flags.FLAGS["config"])
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
   if _DRY_RUN.value:

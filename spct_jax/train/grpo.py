@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spct_jax import judge as judge_lib
+from spct_jax import mesh as mesh_lib
 from spct_jax import sampling as sampling_lib
 from spct_jax.data import pipeline
 from spct_jax.grm import scores as scores_lib
@@ -102,7 +103,7 @@ def run(cfg, workdir: str) -> dict:
     rollouts.sort(key=lambda c: c.item)  # G consecutive rows per item (stable: request order within one)
     rewards = np.asarray([scores_lib.rule_reward(c.parsed, c.shown.label, c.shown.n) for c in rollouts], np.float32)
     batch = build_batch(rollouts, rewards, pad_id=s.tok.pad_id, G=G)
-    batch["ref_logprobs"] = np.asarray(ref_logprobs(ref_params, batch["tokens"], batch["pad_mask"]))
+    batch["ref_logprobs"] = mesh_lib.fetch(ref_logprobs(ref_params, batch["tokens"], batch["pad_mask"]))
     dt = time.perf_counter() - t0
     lengths = np.asarray([c.length for c in rollouts])
     return batch, {"reward": float(rewards.mean()), "accuracy": float((rewards > 0).mean()),
@@ -115,7 +116,7 @@ def run(cfg, workdir: str) -> dict:
     state, m = step_first(state, batch)
     for _ in range(g.mu - 1):
       state, m = step_later(state, batch)
-    m = jax.device_get(m)
+    m = mesh_lib.fetch(m)
     tokens = max(float(m["tokens_sum"]), 1.0)
     return state, {"loss": m["loss"], "kl": m["kl_sum"] / tokens, "clip_fraction": m["clipped_sum"] / tokens,
                    "entropy": m["entropy_sum"] / tokens, "grad_norm": m["grad_norm"], "lr": m.get("lr", 0.0),

@@ -80,7 +80,7 @@ def run(stage_dir: str, state: Any, step_fn: Callable, get_batch: Callable[[int,
         m = {**m, **host_metrics}
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-          m = {k: float(v) for k, v in jax.device_get(m).items()}
+          m = {k: float(v) for k, v in mesh_lib.fetch(m).items()}
           tokens += m.get(tokens_key, 0.0) * min(cfg.log_every, done - start)
           dt = time.perf_counter() - t0
           m["tokens_per_s"] = tokens / dt if dt > 0 else 0.0
@@ -125,21 +125,18 @@ def batches_from(encoded: dict[str, np.ndarray], batch_size: int, seed: int,
   instead of always paying for T); per-row arrays ([N] or [N, other]) are left whole.
 
   Row order is a grain shuffle of [0, N) reshuffled every epoch from `seed`, repeated and
-  batched, so batch `step` is a pure function of (seed, step). On several hosts each host takes
-  its contiguous share of every global batch.
+  batched, so batch `step` is a pure function of (seed, step): every host builds the same global
+  batch, and `mesh.shard_batch` puts each host's rows on its own devices.
   """
   n = len(next(iter(encoded.values())))
   if n == 0:
     raise ValueError("no training rows")
   rows = grain.MapDataset.range(n).shuffle(seed=seed).repeat().batch(batch_size)
-  per_host = batch_size // jax.process_count()
-  offset = jax.process_index() * per_host
 
   def get(step: int, state: Any = None) -> dict:
     del state
-    idx = np.asarray(rows[step])[offset:offset + per_host]
-    batch = {k: v[idx] for k, v in encoded.items()}
-    if trim_multiple and jax.process_count() == 1:
+    batch = {k: v[np.asarray(rows[step])] for k, v in encoded.items()}
+    if trim_multiple:
       longest = int(batch["pad_mask"].any(axis=0).nonzero()[0].max()) + 1
       t = min(-(-longest // trim_multiple) * trim_multiple, batch["pad_mask"].shape[1])
       width = batch["pad_mask"].shape[1]

@@ -150,7 +150,7 @@ def train_state(cfg, mcfg: config_lib.ModelConfig, params: Any, mesh, logical: A
   st = state_lib.create(params, tx, jax.random.key(seed(cfg, "train_state")))
   logical = transformer.logical_axes(mcfg) if logical is None else logical
   shardings = mesh_lib.shardings_for(state_lib.logical_axes(tx, logical, st.params), st, mesh)
-  st = jax.device_put(st, shardings)
+  st = mesh_lib.put(st, shardings)
 
   def make_step(loss_fn, batch_keys=SFT_KEYS):
     return step_lib.make_step(loss_fn, tx, micro_batches=cfg.train.micro_batches, state_shardings=shardings,
@@ -173,7 +173,7 @@ def fit(s: StageRun, state: Any, step_fn: Callable, get_batch: Callable,
   with mesh_lib.activation_sharding(s.mesh):
     st, last = loop_lib.run(s.out_dir, state, step_fn, get_batch, loop_config(s.cfg), s.mesh,
                             eval_fn=eval_fn, desc=s.cfg.stage)
-  return jax.device_get(st.params), last
+  return mesh_lib.fetch(st.params), last
 
 
 def fit_sft(s: StageRun, params: Any, rows: dict) -> tuple[Any, dict]:
