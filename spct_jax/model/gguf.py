@@ -53,6 +53,8 @@ _LAYER_NAMES = {
     "attn_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm",
     "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm"}
 _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_LAYER_GGUF = {v: k for k, v in _LAYER_NAMES.items()}
+_TOP_GGUF = {v: k for k, v in _TOP_NAMES.items()}
 # metadata value types (GGUF spec): code -> struct format (scalars)
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
             12: "<d"}
@@ -179,13 +181,18 @@ def resolve(where: str) -> str:
   """A GGUF path from `where`: an existing file as it is, or the name of a packaged model
   (PACKAGED: "gemma3-270m"), assembled by its package into the user's cache on first use."""
   if where in PACKAGED:
-    extra, module = PACKAGED[where]
-    package = extras.require(module, extra, f"the packaged model gguf:{where}")
-    return os.fspath(package.assemble())
+    return _packaged(where, *PACKAGED[where])
   if not os.path.isfile(where):
     raise FileNotFoundError(f"gguf:{where}: no such file, and not a packaged model "
                             f"(packaged: {', '.join(PACKAGED)})")
   return where
+
+
+@functools.lru_cache(maxsize=None)
+def _packaged(name: str, extra: str, module: str) -> str:
+  """The packaged model's file (its package checks the file's sha256: once per process)."""
+  package = extras.require(module, extra, f"the packaged model gguf:{name}")
+  return os.fspath(package.assemble())
 
 
 @functools.lru_cache(maxsize=4)
@@ -274,8 +281,8 @@ def _gguf_name(hf_name: str) -> str:
   stem, _, suffix = hf_name.rpartition(".")
   if stem.startswith("model.layers."):
     _, _, i, part = stem.split(".", 3)
-    return f"blk.{i}.{ {v: k for k, v in _LAYER_NAMES.items()}[part]}.{suffix}"
-  return f"{ {v: k for k, v in _TOP_NAMES.items()}[stem]}.{suffix}"
+    return f"blk.{i}.{_LAYER_GGUF[part]}.{suffix}"
+  return f"{_TOP_GGUF[stem]}.{suffix}"
 
 
 def load(path: str, dtype: str = "float32", shardings: Any = None) -> tuple[ModelConfig, Any]:
