@@ -14,4 +14,5 @@ def get_config():
   c = grpo_gemma2_2b.get_config()
   c.model.preset = "gemma2_27b"
   c.mesh.shape = (1, -1, 4)              # fsdp x tensor 4 for the 27B
+  c.train.micro_batches = 8              # 512 rollouts x 4096 tokens: 8 exact accumulation steps
   return c

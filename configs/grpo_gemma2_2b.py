@@ -21,6 +21,7 @@ def get_config():
   c.model.preset = "gemma2_2b"        # the shapes (the weights come from the RFT stage)
   c.model.dtype = "bfloat16"
   c.model.remat = True
+  c.model.scan_layers = True             # compile time flat in depth (27B: one layer's worth)
   c.data.source = "/path/to/preferences.jsonl"
   c.data.style = "paper"
   c.data.max_len = 4096

@@ -21,6 +21,7 @@ def get_config():
   c.init = "hf:/path/to/gemma-2-2b-it"   # a local Hugging Face folder
   c.model.dtype = "bfloat16"
   c.model.remat = True
+  c.model.scan_layers = True             # one nn.scan over the layers: compile time flat in depth
   c.data.source = "/path/to/preferences.jsonl"
   c.data.format = ""                     # auto-detect: grm | rewardbench | ppe_human | ppe_correctness
   c.data.style = "paper"                 # the paper's full prompt (appendix G structure)

@@ -32,6 +32,8 @@ def get_config() -> ConfigDict:
   c.model.dtype = "float32"          # compute dtype: bfloat16 on TPU/GPU
   c.model.param_dtype = "float32"    # stored weights (master copy stays float32 in training)
   c.model.remat = False              # rematerialise layers in the backward pass
+  c.model.remat_policy = "nothing_saveable"  # with remat: nothing_saveable | dots (keep matmul outputs)
+  c.model.scan_layers = False        # one nn.scan over stacked layers: compile time flat in depth
 
   c.tokenizer = ""          # "" = the bundled tokenizer; else a SentencePiece .model path
 

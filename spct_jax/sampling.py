@@ -397,7 +397,7 @@ def completion_batch(prompt_tokens: Any, prompt_mask: Any, out: SampleOutput) ->
   prompt_tokens, prompt_mask: the [B, T] left-padded prompts given to `sample`.
   Returns {'tokens', 'pad_mask', 'loss_mask'}: [B*k, T+N]; row b*k + j is sample j of prompt b;
   loss_mask is True on the completion tokens (stop token included). Then
-      sft.token_logprobs(model, params, tokens, pad_mask, temperature)[:, T-1:]
+      sft.token_logprobs(model, params, tokens, pad_mask, temperature, start=T - 1)
   equals out.logprobs.reshape(B*k, N) wherever loss_mask[:, T:] is True.
   """
   b, k, n = out.tokens.shape

@@ -32,6 +32,7 @@ MODEL_TYPES = ("gemma2", "gemma3", "llama", "mistral", "qwen2")
 GEMMA = ("gemma2", "gemma3")
 ROPE_SCALINGS = ("llama3", "linear")
 DTYPES = ("float32", "bfloat16", "float16")
+REMAT_POLICIES = ("nothing_saveable", "dots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,10 @@ class ModelConfig:
   param_dtype: str = "float32"          # dtype of the parameters created by init
   dtype: str = "float32"                # compute dtype (bf16 on TPU/GPU); logits are float32
   remat: bool = False                   # rematerialise each layer in the backward pass
+  remat_policy: str = "nothing_saveable"  # what a remat layer keeps: nothing_saveable | dots (matmul outputs)
+  scan_layers: bool = False             # the layers as one nn.scan over params stacked on a leading
+                                        # 'layers' axis (compile time flat in depth); on disk the
+                                        # layout is always per layer (transformer.to_layout)
 
   def __post_init__(self):
     if self.model_type not in MODEL_TYPES:
@@ -94,6 +99,8 @@ class ModelConfig:
     if not isinstance(self.sliding_window_pattern, int) or self.sliding_window_pattern < 1:
       raise ValueError(f"ModelConfig.sliding_window_pattern={self.sliding_window_pattern!r}: "
                        "must be a positive int")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"ModelConfig.remat_policy={self.remat_policy!r}; supported: {', '.join(REMAT_POLICIES)}")
     if self.model_type in ("llama", "qwen2") and self.sliding_window is not None:
       raise ValueError(f"ModelConfig.sliding_window is not supported for model_type={self.model_type!r} "
                        "(use mistral or gemma2)")

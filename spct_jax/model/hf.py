@@ -44,6 +44,7 @@ import ml_dtypes
 import numpy as np
 
 from spct_jax.model import config as config_lib
+from spct_jax.model import transformer
 from spct_jax.model.config import ModelConfig
 
 # HF model_type -> ours
@@ -530,6 +531,8 @@ def save_reward(cfg: ModelConfig, params: Any, path: str, *, pad_token_id: int) 
 
 
 def _save(cfg: ModelConfig, params: Any, path: str, hf_config: dict[str, Any], reward: bool) -> None:
+  params = transformer.to_layout(config_lib.replace(cfg, scan_layers=False), params)  # HF files: per layer
+  cfg = config_lib.replace(cfg, scan_layers=False)
   mapping = tensor_mapping(cfg, reward)
   flat = {tuple(str(getattr(k, "key", k)) for k in kp): leaf
           for kp, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}

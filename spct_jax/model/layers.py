@@ -115,11 +115,13 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, positions: Array, mask: Array,
-               cache: dict[str, Array] | None = None, index: Array | None = None
-               ) -> tuple[Array, dict[str, Array] | None]:
+               cache: dict[str, Array] | None = None, index: Array | None = None,
+               local: Array | None = None) -> tuple[Array, dict[str, Array] | None]:
     """x: [B, T, D]; positions: [B, T] int32; mask: [B, T, S] bool (S = T, or cache length).
 
     cache: {'k': [B, K, H, S], 'v': [B, K, S, H]} or None; index: [B] int32 slot where x's first token goes.
+    local: [] bool, whether this layer is local (its RoPE base) when the layer is one step of a
+      scan over layers; None: from `window`.
     Returns (out [B, T, D], updated cache or None).
     """
     cfg = self.cfg
@@ -141,7 +143,10 @@ class Attention(nn.Module):
     if cfg.qk_norm:
       q = RMSNorm(cfg, "head_dim", name="q_norm")(q)
       kk = RMSNorm(cfg, "head_dim", name="k_norm")(kk)
-    inv_freq = rope_inv_freq(cfg, local=self.window is not None)
+    if local is None:
+      inv_freq = rope_inv_freq(cfg, local=self.window is not None)
+    else:
+      inv_freq = jnp.where(local, rope_inv_freq(cfg, local=True), rope_inv_freq(cfg, local=False))
     q = nn.with_logical_constraint(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "head_dim"))
     kk = nn.with_logical_constraint(apply_rope(kk, positions, inv_freq), ("batch", "length", "kv_heads", "head_dim"))
     vv = nn.with_logical_constraint(vv, ("batch", "length", "kv_heads", "head_dim"))
@@ -198,11 +203,19 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, positions: Array, mask: Array, cache: Any = None,
-               index: Array | None = None) -> tuple[Array, Any]:
-    """x: [B, T, D] -> ([B, T, D], updated layer cache or None)."""
+               index: Array | None = None, local: Array | None = None,
+               mask_global: Array | None = None) -> tuple[Array, Any]:
+    """x: [B, T, D] -> ([B, T, D], updated layer cache or None).
+
+    As one step of a scan over layers (`transformer`, cfg.scan_layers): `local` is the layer's
+    scanned [] bool flag, `mask` the local layers' mask and `mask_global` the global ones', so one
+    traced body serves every layer of a local/global pattern (mask and RoPE base chosen by the flag).
+    """
     cfg = self.cfg
+    if mask_global is not None:
+      mask = jnp.where(local, mask, mask_global)
     h = RMSNorm(cfg, name="pre_attn_norm")(x)
-    h, cache = Attention(cfg, self.window, name="attn")(h, positions, mask, cache, index)
+    h, cache = Attention(cfg, self.window, name="attn")(h, positions, mask, cache, index, local)
     if cfg.is_gemma:
       h = RMSNorm(cfg, name="post_attn_norm")(h)
     x = x + h
@@ -210,3 +223,4 @@ class Block(nn.Module):
     if cfg.is_gemma:
       h = RMSNorm(cfg, name="post_mlp_norm")(h)
     return nn.with_logical_constraint(x + h, ("batch", "length", "embed")), cache
+

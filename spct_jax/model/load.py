@@ -18,8 +18,9 @@ Sources:
 The tokenizer is `tokenizer` (a .model, a tokenizer.json, a .gguf or a folder with one) when given,
 else the source's own (stage, export and hf sources: tokenizer.model or tokenizer.json, a folder
 with neither is an error that says so, never a silent fallback; gguf: the file's metadata), else
-(scratch, bundled) the bundled one. `dtype` and `remat`
-replace the saved compute settings (None keeps them). `reward_head=True` asks for a scalar-head
+(scratch, bundled) the bundled one. `dtype`, `remat`, `remat_policy` and `scan_layers`
+replace the saved compute settings (None keeps them); files always hold the per-layer layout and
+the params come back in the layout `scan_layers` asks for (transformer.to_layout). `reward_head=True` asks for a scalar-head
 model ({"lm", "score"} params: a meta RM or scalar RM stage, or an HF *ForSequenceClassification).
 """
 from __future__ import annotations
@@ -58,10 +59,12 @@ def stage_dir(workdir: str, stage: str) -> epath.Path:
 
 def load(spec: str, *, workdir: str | None = None, preset: str | None = None, seed: int = 0,
          param_dtype: str = "float32", dtype: str | None = None, remat: bool | None = None,
+         remat_policy: str | None = None, scan_layers: bool | None = None,
          tokenizer: str = "", reward_head: bool = False, what: str = "model source") -> Loaded:
   """The model `spec` names (module docstring); `what` names the setting in error messages."""
   kind, _, where = spec.partition(":")
-  overrides = {k: v for k, v in (("dtype", dtype), ("remat", remat)) if v is not None}
+  overrides = {k: v for k, v in (("dtype", dtype), ("remat", remat), ("remat_policy", remat_policy),
+                                 ("scan_layers", scan_layers)) if v is not None}
   if spec == "scratch":
     if preset is None:
       raise ValueError(f"{what}='scratch' needs a preset (config model.preset)")
@@ -82,6 +85,7 @@ def load(spec: str, *, workdir: str | None = None, preset: str | None = None, se
   else:
     raise ValueError(f"{what}={spec!r}: expected one of {', '.join(SOURCES)}")
   cfg = config_lib.replace(cfg, **overrides) if overrides else cfg
+  params = transformer.to_layout(cfg, params)
   if reward_head and "score" not in params:
     raise ValueError(f"{what}={spec!r}: not a scalar-head model (no 'score' param); give a meta RM / "
                      "scalar RM stage, export or Hugging Face *ForSequenceClassification folder")

@@ -20,7 +20,13 @@ from spct_jax import paths
 
 def save(params: Any, model_config: dict, directory: str, tokenizer: Any = None) -> str:
   """Writes `params`, `model_config` (a dict) and, given a `spct_jax.tokenizer.Tokenizer`, its
-  model to `directory`; returns the absolute folder."""
+  model to `directory`; returns the absolute folder. Scanned params are written per layer (the
+  one layout on disk; `load` with scan_layers stacks them again)."""
+  from spct_jax.model import config as config_lib
+  from spct_jax.model import transformer
+  params = transformer.to_layout(config_lib.ModelConfig(scan_layers=False), params)
+  if model_config.get("scan_layers"):
+    model_config = {**model_config, "scan_layers": False}
   directory = paths.absolute(directory)
   directory.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as ckptr:

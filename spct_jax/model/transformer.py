@@ -4,6 +4,8 @@
     params = init_params(cfg, rng)                                   # plain pytree of arrays
     logits = model.apply({'params': params}, tokens, pad_mask=pad_mask)          # [B, T, V] f32
     logits, hidden = model.apply(..., return_hidden=True)            # hidden [B, T, D] f32
+    hidden = model.apply(..., head=False)      # hidden [B, T, D] in cfg.dtype, no logits computed
+    logits = head_logits(cfg, hidden, head_weight(cfg, params))      # the LM head on any positions
     cache = init_cache(cfg, batch, max_len)
     logits, cache = model.apply({'params': params}, prompt, pad_mask=mask, cache=cache)  # prefill
     logits, cache = model.apply({'params': params}, next_tok[:, None], cache=cache)     # decode
@@ -19,12 +21,20 @@ Parameter tree (unscanned layers; `layers_{i}` for i in range(L)):
     final_norm/scale [D]
     lm_head [D, V]                                 ('embed', 'vocab') (untied only)
 
+Scanned layout (cfg.scan_layers): the layers are one `nn.scan` over a single traced layer, so
+compile time does not grow with depth; every `layers_i` subtree above becomes one `layers` subtree
+whose leaves are stacked on a new leading axis ('layers', replicated by the mesh rules), e.g.
+layers/attn/q [L, D, N, H]. A layer's local/global kind is a scanned flag that picks its mask and
+RoPE base. Files always hold the per-layer layout: `to_layout(cfg, params)` converts either way
+(model/load.py on load, orbax_io/hf on save), so checkpoints and exports are layout-independent.
+
 Cache (`init_cache`): a dict whose every leaf has the batch on axis 0, so a sampler can repeat
 or shard all leaves along axis 0:
     index    [B] int32       next slot to write (equal in every row: rows advance in lockstep)
     next_pos [B] int32       position of the row's next real token (= real tokens so far)
     pos      [B, S] int32    position of the token in each slot; -1 = empty or padding (never attended)
     layers_i {'k': [B, K, H, S], 'v': [B, K, S, H]}   (the layouts decoding reads directly)
+    layers   {'k': [B, L, K, H, S], 'v': [B, L, K, S, H]}   (scanned layout: layer axis second)
 Positions are derived from the padding: a real token's position is the number of real tokens
 before it in its row; pad slots are never attended. Slots past S are not checked inside jit (the
 caller keeps index + T <= S); outside jit an overflow raises.
@@ -52,6 +62,10 @@ from spct_jax.model.config import ModelConfig
 Array = jax.Array
 
 
+REMAT_POLICIES = {"nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.checkpoint_dots}
+
+
 def _concrete(x: Any) -> np.ndarray | None:
   """x as numpy when it is a concrete local value; None when traced (inside jit) or multi-host."""
   if isinstance(x, jax.core.Tracer) or not getattr(x, "is_fully_addressable", True):
@@ -65,7 +79,7 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: Array, pad_mask: Array | None = None, positions: Array | None = None,
-               cache: dict[str, Any] | None = None, return_hidden: bool = False):
+               cache: dict[str, Any] | None = None, return_hidden: bool = False, head: bool = True):
     """tokens: [B, T] int32 in [0, V) (checked outside jit; inside jit an id out of range gives NaN);
     pad_mask: [B, T] bool (True = real token; None = all real);
     positions: [B, T] int32 (None: derived from pad_mask and the cache; the cache's next_pos
@@ -73,7 +87,9 @@ class Transformer(nn.Module):
     cache: from `init_cache` (None: full forward over `tokens` alone).
 
     Returns logits [B, T, V] float32, then hidden [B, T, D] float32 (after the final norm) if
-    return_hidden, then the updated cache if a cache was given.
+    return_hidden, then the updated cache if a cache was given. head=False returns the hidden
+    states in the compute dtype instead of the logits (then the updated cache), for callers that
+    apply the LM head (`head_logits`) to some positions only or a chunk at a time.
     """
     cfg = self.cfg
     b, t = tokens.shape
@@ -107,8 +123,10 @@ class Transformer(nn.Module):
       k_slot, k_valid = jnp.arange(s), k_pos >= 0
     positions = positions.astype(jnp.int32)
 
-    masks = {w: layers.attention_mask(q_slot, positions, k_slot, k_pos, k_valid, w)
-             for w in {cfg.sliding_window if local else None for local in cfg.local_layers}}
+    windows = {cfg.sliding_window if local else None for local in cfg.local_layers}
+    if cfg.scan_layers:
+      windows.add(None)
+    masks = {w: layers.attention_mask(q_slot, positions, k_slot, k_pos, k_valid, w) for w in windows}
 
     embed = self.param("embed", nn.with_logical_partitioning(
         nn.initializers.normal(cfg.d_model ** -0.5), ("vocab", "embed")),
@@ -118,12 +136,23 @@ class Transformer(nn.Module):
       x = x * jnp.asarray(math.sqrt(cfg.d_model), cfg.jnp_dtype)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
-    block = nn.remat(layers.Block) if cfg.remat else layers.Block
+    block = nn.remat(layers.Block, policy=REMAT_POLICIES[cfg.remat_policy]) if cfg.remat else layers.Block
     new_cache = None if cache is None else {
         "index": index + t,
         "next_pos": cache["next_pos"] + jnp.sum(pad_mask, axis=1, dtype=jnp.int32),
         "pos": k_pos}
-    for i, local in enumerate(cfg.local_layers):
+    if cfg.scan_layers:
+      # one scanned body over params stacked on axis 0; the cache's layer axis is axis 1 (batch first)
+      scan = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                     in_axes=(nn.broadcast, nn.broadcast, 1, nn.broadcast, 0, nn.broadcast), out_axes=1,
+                     length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+      local_flags = jnp.asarray(cfg.local_layers)
+      x, layer_cache = scan(cfg, cfg.sliding_window, name="layers")(
+          x, positions, masks[cfg.sliding_window if any(cfg.local_layers) else None],
+          None if cache is None else cache["layers"], index, local_flags, masks[None])
+      if cache is not None:
+        new_cache["layers"] = layer_cache
+    for i, local in enumerate(() if cfg.scan_layers else cfg.local_layers):
       window = cfg.sliding_window if local else None
       layer_cache = None if cache is None else cache[f"layers_{i}"]
       x, layer_cache = block(cfg, window, name=f"layers_{i}")(x, positions, masks[window], layer_cache, index)
@@ -137,8 +166,9 @@ class Transformer(nn.Module):
       out = self.param("lm_head", nn.with_logical_partitioning(
           nn.initializers.normal(cfg.d_model ** -0.5), ("embed", "vocab")),
           (cfg.d_model, cfg.vocab_size), cfg.jnp_param_dtype)
-    logits = jnp.einsum("btd,dv->btv", hidden, out.astype(cfg.jnp_dtype), preferred_element_type=jnp.float32)
-    logits = nn.with_logical_constraint(layers.softcap(logits, cfg.final_softcap), ("batch", "length", "vocab"))
+    if not head:
+      return hidden if cache is None else (hidden, new_cache)
+    logits = head_logits(cfg, hidden, out)
 
     result = (logits,)
     if return_hidden:
@@ -146,6 +176,22 @@ class Transformer(nn.Module):
     if cache is not None:
       result += (new_cache,)
     return result[0] if len(result) == 1 else result
+
+
+def head_weight(cfg: ModelConfig, params: Any) -> Array:
+  """The LM head's weight [D, V] in `params` (the embedding, transposed, when tied)."""
+  return params["embed"].T if cfg.tie_embeddings else params["lm_head"]
+
+
+def head_logits(cfg: ModelConfig, hidden: Array, weight: Array) -> Array:
+  """Logits [..., V] float32 of hidden states [..., D] (after the final norm) and the head's
+  weight [D, V], soft-capped as the model does."""
+  logits = jnp.einsum("...d,dv->...v", hidden.astype(cfg.jnp_dtype), weight.astype(cfg.jnp_dtype),
+                      preferred_element_type=jnp.float32)
+  logits = layers.softcap(logits, cfg.final_softcap)
+  if logits.ndim == 3:
+    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+  return logits
 
 
 def _init_boxed(cfg: ModelConfig, rng: Array) -> Any:
@@ -194,7 +240,10 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = None) ->
   cache = {"index": jnp.zeros((batch,), jnp.int32),
            "next_pos": jnp.zeros((batch,), jnp.int32),
            "pos": jnp.full((batch, max_len), -1, jnp.int32)}
-  for i in range(cfg.n_layers):
+  if cfg.scan_layers:
+    stacked = lambda shape: (shape[0], cfg.n_layers) + shape[1:]  # noqa: E731
+    cache["layers"] = {"k": jnp.zeros(stacked(k_shape), dtype), "v": jnp.zeros(stacked(v_shape), dtype)}
+  for i in range(0 if cfg.scan_layers else cfg.n_layers):
     cache[f"layers_{i}"] = {"k": jnp.zeros(k_shape, dtype), "v": jnp.zeros(v_shape, dtype)}
   return cache
 
@@ -202,7 +251,44 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = None) ->
 def cache_logical_axes(cfg: ModelConfig) -> dict[str, Any]:
   """Logical axis names of every cache leaf (same structure as `init_cache`)."""
   names = {"index": ("batch",), "next_pos": ("batch",), "pos": ("batch", "length")}
-  for i in range(cfg.n_layers):
+  if cfg.scan_layers:
+    names["layers"] = {"k": ("batch", "layers", "kv_heads", "head_dim", "length"),
+                       "v": ("batch", "layers", "kv_heads", "length", "head_dim")}
+  for i in range(0 if cfg.scan_layers else cfg.n_layers):
     names[f"layers_{i}"] = {"k": ("batch", "kv_heads", "head_dim", "length"),
                             "v": ("batch", "kv_heads", "length", "head_dim")}
   return names
+
+
+def stack_layers(params: Any, n_layers: int) -> Any:
+  """Per-layer params (`layers_0` ... `layers_{L-1}`) -> the scanned layout: one `layers` subtree
+  whose leaves are stacked on a new leading axis. Host numpy stays numpy (np.stack)."""
+  if "layers" in params:
+    return params
+  missing = [f"layers_{i}" for i in range(n_layers) if f"layers_{i}" not in params]
+  if missing:
+    raise ValueError(f"params: missing {missing[0]!r} to stack {n_layers} layers")
+  per_layer = [params[f"layers_{i}"] for i in range(n_layers)]
+  stack = np.stack if all(isinstance(x, np.ndarray) for x in jax.tree.leaves(per_layer)) else jnp.stack
+  out = {k: v for k, v in params.items() if not k.startswith("layers_")}
+  out["layers"] = jax.tree.map(lambda *xs: stack(xs), *per_layer)
+  return out
+
+
+def unstack_layers(params: Any) -> Any:
+  """The scanned layout -> per-layer params (`layers_i`), the layout of every file we write."""
+  if "layers" not in params:
+    return params
+  out = {k: v for k, v in params.items() if k != "layers"}
+  n = jax.tree.leaves(params["layers"])[0].shape[0]
+  for i in range(n):
+    out[f"layers_{i}"] = jax.tree.map(lambda x: x[i], params["layers"])
+  return out
+
+
+def to_layout(cfg: ModelConfig, params: Any) -> Any:
+  """params in the layout cfg.scan_layers asks for (either layout in; a scalar-head model's
+  {'lm', 'score'} too)."""
+  if isinstance(params, dict) and "lm" in params and "score" in params:
+    return {**params, "lm": to_layout(cfg, params["lm"])}
+  return stack_layers(params, cfg.n_layers) if cfg.scan_layers else unstack_layers(params)

@@ -12,8 +12,8 @@ sampler's log-probs of the rollout (same distribution: after temperature, before
 """
 from __future__ import annotations
 
-import functools
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ from spct_jax.model import transformer
 from spct_jax.train import rl
 from spct_jax.train import sft
 from spct_jax.train import stage
+from spct_jax.train import step as step_lib
 
 BATCH_KEYS = ("tokens", "pad_mask", "loss_mask", "old_logprobs", "ref_logprobs", "advantages")
 
@@ -37,9 +38,10 @@ def loss_fn(model, *, temperature: float, clip_eps: float, beta: float, kl_estim
   """GRPO (sum, count, aux) loss over a batch of rollouts (see BATCH_KEYS; [R, T] and [R])."""
   def fn(params, batch, rng):
     del rng
+    n = batch["old_logprobs"].shape[1]  # completion slots: the LM head runs on those only
     lp, ent = sft.token_logprobs(model, params, batch["tokens"], batch["pad_mask"], temperature,
-                                 with_entropy=True)
-    mask = batch["loss_mask"][:, 1:].astype(jnp.float32)
+                                 with_entropy=True, start=batch["tokens"].shape[1] - 1 - n)
+    mask = batch["loss_mask"][:, -n:].astype(jnp.float32)
     old = jax.lax.stop_gradient(lp) if on_policy else batch["old_logprobs"]
     per_tok, parts = rl.grpo_token_loss(lp, old, batch["ref_logprobs"], batch["advantages"],
                                         clip_eps=clip_eps, beta=beta, kl_estimator=kl_estimator)
@@ -50,16 +52,41 @@ def loss_fn(model, *, temperature: float, clip_eps: float, beta: float, kl_estim
   return fn
 
 
+def reference_params(params: Any, mcfg) -> Any:
+  """The frozen reference policy: a copy of `params` in the compute dtype (bf16 on TPU/GPU: half
+  the float32 master weights), sharded like them. The forward pass casts to that dtype anyway,
+  so the reference's log-probs are the same as from the float32 copy."""
+  dtype = jnp.dtype(mcfg.dtype)  # a real copy either way: the train step donates `params`
+  return jax.tree.map(lambda x: x.astype(dtype) if x.dtype == jnp.float32 and dtype != x.dtype else x.copy(),
+                      params)
+
+
+def reference_pass(model, temperature: float, micro_batches: int = 1):
+  """jit(ref_params, tokens [R, T], pad_mask [R, T], n_new=N) -> the reference's log-probs of the
+  last N slots, [R, N] float32, `micro_batches` row blocks at a time (strided as the train step
+  splits them), the LM head on those slots only and in chunks (`sft.token_logprobs`)."""
+  def fn(params, tokens, pad_mask, n_new):
+    def one(t, m):
+      return sft.token_logprobs(model, params, t, m, temperature, start=t.shape[1] - 1 - n_new)
+    if micro_batches == 1:
+      return one(tokens, pad_mask)
+    micro = step_lib.split_micro({"tokens": tokens, "pad_mask": pad_mask}, micro_batches)
+    out = jax.lax.map(lambda mb: one(mb["tokens"], mb["pad_mask"]), micro)  # [M, R/M, N]
+    return jnp.swapaxes(out, 0, 1).reshape(tokens.shape[0], n_new)
+  return jax.jit(fn, static_argnames="n_new")
+
+
 def build_batch(rollouts: list[judge_lib.Critique], rewards: np.ndarray, *, pad_id: int, G: int) -> dict:
   """Rollouts, G consecutive ones per item -> left-padded prompts (to a bucket) + completions:
-  [R, Tp + N] arrays, the sampler's log-probs aligned with the trainer's, per-row advantages."""
+  tokens, pad_mask, loss_mask [R, Tp + N]; the sampler's log-probs of the completion slots
+  old_logprobs [R, N] (what `sft.token_logprobs(..., start=Tp - 1)` recomputes); advantages [R]."""
   tp = pipeline.bucket_length(max(len(c.prompt) for c in rollouts))
   n = rollouts[0].tokens.shape[0]
   R = len(rollouts)
   tokens = np.full((R, tp + n), pad_id, np.int32)
   pad_mask = np.zeros((R, tp + n), bool)
   loss_mask = np.zeros((R, tp + n), bool)
-  old = np.zeros((R, tp + n - 1), np.float32)
+  old = np.zeros((R, n), np.float32)
   for i, c in enumerate(rollouts):
     prompt, length = c.prompt, c.length
     tokens[i, tp - len(prompt):tp] = prompt
@@ -67,7 +94,7 @@ def build_batch(rollouts: list[judge_lib.Critique], rewards: np.ndarray, *, pad_
     tokens[i, tp:tp + length] = c.tokens[:length]
     pad_mask[i, tp:tp + length] = True
     loss_mask[i, tp:tp + length] = True
-    old[i, tp - 1:tp - 1 + length] = c.logprobs[:length]
+    old[i, :length] = c.logprobs[:length]
   adv = np.asarray(rl.group_advantages(jnp.asarray(rewards), G))
   return {"tokens": tokens, "pad_mask": pad_mask, "loss_mask": loss_mask, "old_logprobs": old,
           "advantages": adv.astype(np.float32)}
@@ -87,8 +114,8 @@ def run(cfg, workdir: str) -> dict:
   st, make_step = stage.train_state(cfg, s.mcfg, s.params, s.mesh)
   step_first = make_step(loss_fn(model, on_policy=True, **common), BATCH_KEYS)
   step_later = make_step(loss_fn(model, on_policy=False, **common), BATCH_KEYS) if g.mu > 1 else None
-  ref_params = jax.tree.map(lambda x: x.copy(), st.params)  # frozen, sharded like the policy
-  ref_logprobs = jax.jit(functools.partial(sft.token_logprobs, model, temperature=g.temperature))
+  ref_params = reference_params(st.params, s.mcfg)
+  ref_logprobs = reference_pass(model, g.temperature, cfg.train.micro_batches)
   items = stage.items(cfg, g.n_items, stage.seed(cfg, "grpo"))
   sampler = sampling_lib.Temperature(g.temperature)
 
@@ -103,7 +130,9 @@ def run(cfg, workdir: str) -> dict:
     rollouts.sort(key=lambda c: c.item)  # G consecutive rows per item (stable: request order within one)
     rewards = np.asarray([scores_lib.rule_reward(c.parsed, c.shown.label, c.shown.n) for c in rollouts], np.float32)
     batch = build_batch(rollouts, rewards, pad_id=s.tok.pad_id, G=G)
-    batch["ref_logprobs"] = mesh_lib.fetch(ref_logprobs(ref_params, batch["tokens"], batch["pad_mask"]))
+    placed = mesh_lib.shard_batch({k: batch[k] for k in ("tokens", "pad_mask")}, s.mesh)
+    batch["ref_logprobs"] = mesh_lib.fetch(ref_logprobs(ref_params, placed["tokens"], placed["pad_mask"],
+                                                        n_new=batch["old_logprobs"].shape[1]))
     dt = time.perf_counter() - t0
     lengths = np.asarray([c.length for c in rollouts])
     return batch, {"reward": float(rewards.mean()), "accuracy": float((rewards > 0).mean()),

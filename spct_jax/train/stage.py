@@ -98,6 +98,7 @@ def load_model(cfg, workdir: str | None, spec: str | None = None, *, reward_head
   spec = cfg.init if spec is None else spec
   m = load_lib.load(spec, workdir=workdir, preset=cfg.model.preset, seed=cfg.seed,
                     param_dtype=cfg.model.param_dtype, dtype=cfg.model.dtype, remat=cfg.model.remat,
+                    remat_policy=cfg.model.get("remat_policy"), scan_layers=cfg.model.get("scan_layers"),
                     tokenizer=cfg.tokenizer, reward_head=reward_head, what=f"config {key}")
   return load_lib.check_vocab(m, f"config {key}={spec!r}")
 

@@ -94,3 +94,21 @@ def test_check_vocab_names_both_sizes(params):
   with pytest.raises(ValueError, match=r"--model=x: the tokenizer .* has 4096 pieces but the model's vocab_size is 100"):
     load.check_vocab(m, "--model=x")
   assert load.check_vocab(load.Loaded(TINY, params, Tokenizer.load())).config == TINY
+
+
+def test_files_hold_the_per_layer_layout_and_load_in_either(tmp_path, params):
+  """A scanned model is written per layer (export and HF folder alike) and loads back in the
+  layout the loader asks for: per layer by default, stacked with scan_layers=True."""
+  scfg = model_config.replace(TINY, scan_layers=True)
+  stacked = transformer.to_layout(scfg, params)
+  orbax_io.save(stacked, model_config.to_dict(scfg), str(tmp_path / "export"), Tokenizer.load())
+  raw, saved = orbax_io.load(str(tmp_path / "export"))
+  assert saved["scan_layers"] is False and "layers_0" in raw and "layers" not in raw
+  _same(load.load(f"export:{tmp_path / 'export'}").params, params)
+  m = load.load(f"export:{tmp_path / 'export'}", scan_layers=True)
+  assert m.config.scan_layers
+  _same(m.params, stacked)
+  hf.save(scfg, stacked, str(tmp_path / "hf"))
+  cfg, loaded = hf.load(str(tmp_path / "hf"))
+  assert not cfg.scan_layers
+  _same(loaded, params)

@@ -31,17 +31,37 @@ def rollout():
   rewards = np.array([1.0, -1.0, -1.0, 1.0, -1.0, -1.0, -1.0, 1.0], np.float32)
   batch = grpo.build_batch(rows, rewards, pad_id=tok.pad_id, G=G)
   model = transformer.Transformer(CFG)
-  batch["ref_logprobs"] = np.asarray(sft.token_logprobs(model, params, batch["tokens"], batch["pad_mask"],
-                                                        HYPER["temperature"])) - 0.05
+  ref = grpo.reference_pass(model, HYPER["temperature"])
+  batch["ref_logprobs"] = np.asarray(ref(grpo.reference_params(params, CFG), batch["tokens"], batch["pad_mask"],
+                                         n_new=batch["old_logprobs"].shape[1])) - 0.05
   return params, batch, rows
+
+
+def _full(model, params, batch):
+  """Log-probs of every position from the full logits (log_softmax), the reference the
+  completion-only, chunked computation is checked against."""
+  logits = model.apply({"params": params}, batch["tokens"], pad_mask=batch["pad_mask"])[:, :-1]
+  logp = jax.nn.log_softmax(logits / HYPER["temperature"], axis=-1)
+  return jnp.take_along_axis(logp, jnp.asarray(batch["tokens"])[:, 1:, None], axis=-1)[..., 0]
+
+
+def test_reference_pass_equals_full_log_softmax_in_micro_batches(rollout):
+  params, batch, _ = rollout
+  model = transformer.Transformer(CFG)
+  n = batch["old_logprobs"].shape[1]
+  want = np.asarray(_full(model, params, batch))[:, -n:]
+  for micro in (1, 4):
+    got = grpo.reference_pass(model, HYPER["temperature"], micro)(params, batch["tokens"], batch["pad_mask"], n_new=n)
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
+  np.testing.assert_allclose(batch["ref_logprobs"] + 0.05, want, atol=2e-5)
 
 
 def test_rows_are_item_major_and_trainer_logprobs_match_the_sampler(rollout):
   params, batch, rows = rollout
   assert [c.item for c in rows] == [0] * G + [1] * G
-  lp = sft.token_logprobs(transformer.Transformer(CFG), params, batch["tokens"], batch["pad_mask"],
-                          HYPER["temperature"])
-  mask = batch["loss_mask"][:, 1:]
+  n = batch["old_logprobs"].shape[1]
+  lp = _full(transformer.Transformer(CFG), params, batch)[:, -n:]
+  mask = batch["loss_mask"][:, -n:]
   assert mask.sum() > 0
   np.testing.assert_allclose(np.asarray(lp)[mask], batch["old_logprobs"][mask], atol=1e-4)
   np.testing.assert_array_equal(batch["old_logprobs"][~mask], 0.0)
@@ -53,14 +73,16 @@ def test_on_policy_first_step_is_reinforce_with_group_baseline_plus_kl(rollout):
   loss = grpo.loss_fn(model, on_policy=True, **HYPER)
   b = jax.tree.map(jnp.asarray, batch)
 
+  n = b["old_logprobs"].shape[1]
+
   def ratio_fn(p):
-    lp = sft.token_logprobs(model, p, b["tokens"], b["pad_mask"], HYPER["temperature"])
+    lp = _full(model, p, b)[:, -n:]
     return jnp.exp(lp - jax.lax.stop_gradient(lp))
   assert np.all(np.asarray(ratio_fn(params)) == 1.0)
 
   def reinforce(p):
-    lp = sft.token_logprobs(model, p, b["tokens"], b["pad_mask"], HYPER["temperature"])
-    mask = b["loss_mask"][:, 1:].astype(jnp.float32)
+    lp = _full(model, p, b)[:, -n:]
+    mask = b["loss_mask"][:, -n:].astype(jnp.float32)
     kl = rl.kl_penalty(lp, b["ref_logprobs"], "k3")
     return ((-b["advantages"][:, None] * lp + HYPER["beta"] * kl) * mask).sum() / mask.sum()
 
@@ -130,11 +152,9 @@ def test_grpo_raises_a_toy_reward_and_a_flipped_advantage_lowers_it(sign):
                           sampling=sampling.Temperature(1.0))
     batch = dict(sampling.completion_batch(prompt, mask, out))
     rewards = jnp.where(out.tokens[:, :, 0].reshape(-1) % 2 == 0, 1.0, -1.0)
-    t_len = prompt.shape[1]
-    lp = sft.token_logprobs(model, st.params, batch["tokens"], batch["pad_mask"])
-    old = jnp.zeros_like(lp).at[:, t_len - 1:].set(out.logprobs.reshape(-1, 2))
-    batch.update(old_logprobs=old, advantages=sign * rl.group_advantages(rewards, 8),
-                 ref_logprobs=sft.token_logprobs(model, ref, batch["tokens"], batch["pad_mask"]))
+    batch.update(old_logprobs=out.logprobs.reshape(-1, 2), advantages=sign * rl.group_advantages(rewards, 8),
+                 ref_logprobs=sft.token_logprobs(model, ref, batch["tokens"], batch["pad_mask"],
+                                                 start=prompt.shape[1] - 1))
     for s in steps:  # mu = 2
       st, _ = s(st, batch)
   after = _expected_reward(model, st.params, prompt)

@@ -32,13 +32,13 @@ def test_grpo_gemma2_config_compiles_on_8_devices(size):
                       aggregation=cfg.grpo.aggregation)
   st, make_step = stage.train_state(cfg, mcfg, params, mesh)
   step = make_step(loss, grpo.BATCH_KEYS)
-  rows, t = cfg.train.batch_size, 64
+  rows, t, n = cfg.train.batch_size, 64, 24
   sh = mesh_lib.batch_sharding(mesh)
   batch = {"tokens": jax.ShapeDtypeStruct((rows, t), jnp.int32, sharding=sh),
            "pad_mask": jax.ShapeDtypeStruct((rows, t), bool, sharding=sh),
            "loss_mask": jax.ShapeDtypeStruct((rows, t), bool, sharding=sh),
-           "old_logprobs": jax.ShapeDtypeStruct((rows, t - 1), jnp.float32, sharding=sh),
-           "ref_logprobs": jax.ShapeDtypeStruct((rows, t - 1), jnp.float32, sharding=sh),
+           "old_logprobs": jax.ShapeDtypeStruct((rows, n), jnp.float32, sharding=sh),
+           "ref_logprobs": jax.ShapeDtypeStruct((rows, n), jnp.float32, sharding=sh),
            "advantages": jax.ShapeDtypeStruct((rows,), jnp.float32, sharding=sh)}
   with mesh_lib.activation_sharding(mesh):
     compiled = step.lower(st, batch).compile()
