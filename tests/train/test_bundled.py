@@ -23,7 +23,8 @@ def test_fingerprint_ignores_logging_and_sees_everything_else():
   cfg = _cfg()
   base = bundled.fingerprint(cfg)
   for key, value in (("train.log_every", 3), ("train.ckpt_every", 7), ("bundled", False),
-                     ("checkpoint.keep_last", 9), ("smoke_sizes.train.steps", 5)):
+                     ("checkpoint.keep_last", 9), ("smoke_sizes.train.steps", 5),
+                     ("model.scan_layers", True), ("model.remat_policy", "dots")):
     other = cfg.copy_and_resolve_references()
     section, _, leaf = key.rpartition(".")
     (other[section] if section else other)[leaf] = value
