@@ -34,6 +34,8 @@ def get_config() -> ConfigDict:
   c.model.remat = False              # rematerialise layers in the backward pass
   c.model.remat_policy = "nothing_saveable"  # with remat: nothing_saveable | dots (keep matmul outputs)
   c.model.scan_layers = False        # one nn.scan over stacked layers: compile time flat in depth
+  c.model.lora_rank = 0              # > 0: train LoRA adapters of this rank (qwix), the base frozen
+  c.model.lora_alpha = 16.0          # adapter scale alpha / rank
 
   c.tokenizer = ""          # "" = the bundled tokenizer; else a SentencePiece .model path
 

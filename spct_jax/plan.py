@@ -89,7 +89,9 @@ def plan(cfg, mesh_shape, seq_len: int, *, exact_layers: bool = False, topology:
   mesh = mesh_lib.make_mesh(mesh_shape, devices)
   mcfg = model_config.get_config(cfg.model.preset, dtype=cfg.model.dtype, param_dtype="float32",
                                  remat=cfg.model.remat, remat_policy=cfg.model.get("remat_policy", "nothing_saveable"),
-                                 scan_layers=bool(cfg.model.get("scan_layers", False)))
+                                 scan_layers=bool(cfg.model.get("scan_layers", False)),
+                                 lora_rank=int(cfg.model.get("lora_rank", 0)),
+                                 lora_alpha=float(cfg.model.get("lora_alpha", 16.0)))
   t0 = time.perf_counter()
   if exact_layers or mcfg.scan_layers or mcfg.n_layers <= 4:
     out = _programs(cfg, mcfg, mesh, seq_len)
@@ -102,14 +104,15 @@ def plan(cfg, mesh_shape, seq_len: int, *, exact_layers: bool = False, topology:
       for f in _FIELDS:
         p[f] = int(p[f] + (four["programs"][name][f] - p[f]) * scale)
     full = _programs(cfg, mcfg, mesh, seq_len, compile_programs=False)
-    out["resident"] = full["resident"]
+    out["resident"], out["trained_count"] = full["resident"], full["trained_count"]
     depth = f"extrapolated from 2 and 4 layers to {mcfg.n_layers}"
   resident_total = sum(out["resident"].values())
   for p in out["programs"].values():
     p["peak"] = p["args"] + p["out"] + p["temp"] + resident_total
   kind = mesh.devices.flat[0].device_kind
   hbm = HBM_GIB.get(kind) if topology else None
-  return {"preset": cfg.model.preset, "params": out["param_count"], "mesh": dict(mesh.shape),
+  return {"preset": cfg.model.preset, "params": out["param_count"], "trained": out["trained_count"],
+          "lora_rank": mcfg.lora_rank, "mesh": dict(mesh.shape),
           "compiler": f"TPU compiler, {kind} ({topology})" if topology else
           "XLA:CPU (fallback estimate: temporaries severalfold too high; use --topology)",
           "hbm_bytes": None if hbm is None else hbm * 2**30, "depth": depth, "resident": out["resident"],
@@ -146,6 +149,7 @@ def _programs(cfg, mcfg, mesh, seq_len: int, compile_programs: bool = True) -> d
   import jax.numpy as jnp
   from spct_jax import mesh as mesh_lib
   from spct_jax import sampling as sampling_lib
+  from spct_jax.model import config as model_config
   from spct_jax.model import transformer
   from spct_jax.train import grpo
   from spct_jax.train import sft
@@ -155,18 +159,19 @@ def _programs(cfg, mcfg, mesh, seq_len: int, compile_programs: bool = True) -> d
 
   rows = cfg.train.batch_size
   mesh_lib.check_batch(rows, mesh, "train.batch_size")
-  tx, _ = stage.optimizer(cfg)
   params = transformer.abstract_params(mcfg)
-  abstract_state = jax.eval_shape(lambda p: state_lib.create(p, tx, jax.random.key(0)), params)
-  names = state_lib.logical_axes(tx, transformer.logical_axes(mcfg), params)
-  state_sh = mesh_lib.shardings_for(names, abstract_state, mesh)
-  state = _abstract(abstract_state, state_sh)
+  tx, _, create, state_sh = stage.state_layout(cfg, mcfg, params, mesh)
+  state = _abstract(jax.eval_shape(create, params), state_sh)
   resident = {"state": per_device_bytes(state)}
   is_grpo = cfg.stage == "grpo"
-  if is_grpo:
+  if is_grpo and mcfg.lora_rank:  # the reference is the frozen base, part of the state
+    ref, ref_model = state.frozen, transformer.Transformer(model_config.replace(mcfg, lora_rank=0))
+  elif is_grpo:
     ref = _abstract(jax.eval_shape(lambda p: grpo.reference_params(p, mcfg), params), state_sh.params)
+    ref_model = transformer.Transformer(mcfg)
     resident["reference"] = per_device_bytes(ref)
-  out = {"param_count": transformer.param_count(mcfg), "resident": resident, "programs": {}}
+  out = {"param_count": transformer.param_count(mcfg), "resident": resident, "programs": {},
+         "trained_count": sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))}
   if not compile_programs:
     return out
 
@@ -189,19 +194,21 @@ def _programs(cfg, mcfg, mesh, seq_len: int, compile_programs: bool = True) -> d
   with mesh_lib.activation_sharding(mesh):
     programs["train step"] = _stats(step.lower(state, batch), resident, ("state",))
     if is_grpo:
-      ref_pass = grpo.reference_pass(model, g.temperature, cfg.train.micro_batches)
-      programs["reference pass"] = _stats(
-          ref_pass.lower(ref, batch["tokens"], batch["pad_mask"], n_new=n), resident, ("reference",))
+      ref_pass = grpo.reference_pass(ref_model, g.temperature, cfg.train.micro_batches)
+      programs["reference pass"] = _stats(ref_pass.lower(ref, batch["tokens"], batch["pad_mask"], n_new=n),
+                                          {"reference": per_device_bytes(ref)}, ("reference",))
       b = min(g.sampler_batch, g.prompts_per_step)
       rep = mesh_lib.replicated(mesh)
       prompts = jax.ShapeDtypeStruct((b, seq_len - n), jnp.int32, sharding=rep)
       keys = jax.ShapeDtypeStruct((b,), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=rep)
+      model_params = _abstract(jax.eval_shape(state_lib.model_params, state),
+                               state_lib.model_params(state_sh))
       lowered = sampling_lib._sample_jit.lower(
-          state.params, prompts, jax.ShapeDtypeStruct(prompts.shape, jnp.bool_, sharding=rep), keys,
+          model_params, prompts, jax.ShapeDtypeStruct(prompts.shape, jnp.bool_, sharding=rep), keys,
           cfg=mcfg, k=g.group_size, max_new_tokens=n, sampling=sampling_lib.Temperature(g.temperature),
           stop_ids=(1,), pad_id=0, mesh=mesh, share_prefix=True)
       # the sampler reads the policy's params (in the train state, which stays resident)
-      programs["sampler"] = _stats(lowered, {"params": per_device_bytes(state.params)}, ("params",))
+      programs["sampler"] = _stats(lowered, {"params": per_device_bytes(model_params)}, ("params",))
   return out
 
 
@@ -215,7 +222,11 @@ def report(r: dict) -> str:
   lines = [f"plan: {r['stage']} of {r['preset']} ({count} params), mesh {r['mesh']}, "
            f"global batch {r['batch_size']} x {r['seq_len']} tokens, {r['micro_batches']} micro-batches",
            f"  compiler: {r['compiler']}; depth {r['depth']}; compiled in {r['compile_seconds']:.0f} s"]
-  names = {"state": "train state (params + optimizer)", "reference": "frozen reference (compute dtype)"}
+  if r["lora_rank"]:
+    lines.append(f"  LoRA rank {r['lora_rank']}: {r['trained'] / 1e6:.1f}M trained params (adapters), the base "
+                 "frozen in the compute dtype (it is also the GRPO reference)")
+  names = {"state": "train state (params + optimizer)" + (" + frozen base" if r["lora_rank"] else ""),
+           "reference": "frozen reference (compute dtype)"}
   for name, b in r["resident"].items():
     lines.append(f"  resident per chip: {names[name]:<34s}{_gib(b)}")
   hbm = r["hbm_bytes"]

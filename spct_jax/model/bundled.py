@@ -35,15 +35,22 @@ _IGNORED = ("bundled", "train.log_every", "train.ckpt_every", "checkpoint", "ups
             "model.remat_policy", "model.scan_layers")
 
 
+def _pop(d: dict, key: str):
+  *parents, leaf = key.split(".")
+  for p in parents:
+    d = d.get(p, {})
+  return d.pop(leaf, None)
+
+
 def fingerprint(cfg) -> str:
-  """sha256 of the config's JSON (sorted keys) without the _IGNORED fields."""
+  """sha256 of the config's JSON (sorted keys) without the _IGNORED fields, and without LoRA's fields
+  while LoRA is off."""
   d = json.loads(json.dumps(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg), sort_keys=True, default=list))
   for key in _IGNORED:
-    *parents, leaf = key.split(".")
-    target = d
-    for p in parents:
-      target = target.get(p, {})
-    target.pop(leaf, None)
+    _pop(d, key)
+  if not d.get("model", {}).get("lora_rank", 0):  # LoRA off: the config means what it meant before LoRA existed
+    _pop(d, "model.lora_rank")
+    _pop(d, "model.lora_alpha")
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 

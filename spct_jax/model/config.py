@@ -66,6 +66,9 @@ class ModelConfig:
   dtype: str = "float32"                # compute dtype (bf16 on TPU/GPU); logits are float32
   remat: bool = False                   # rematerialise each layer in the backward pass
   remat_policy: str = "nothing_saveable"  # what a remat layer keeps: nothing_saveable | dots (matmul outputs)
+  lora_rank: int = 0                    # > 0: LoRA adapters of this rank on the projections (model/lora.py)
+  lora_alpha: float = 16.0              # adapter scale alpha / rank
+  lora_targets: str = ".*(attn|mlp).*"  # regex over module paths (layers_3/attn, layers/mlp, ...)
   scan_layers: bool = False             # the layers as one nn.scan over params stacked on a leading
                                         # 'layers' axis (compile time flat in depth); on disk the
                                         # layout is always per layer (transformer.to_layout)
@@ -99,6 +102,8 @@ class ModelConfig:
     if not isinstance(self.sliding_window_pattern, int) or self.sliding_window_pattern < 1:
       raise ValueError(f"ModelConfig.sliding_window_pattern={self.sliding_window_pattern!r}: "
                        "must be a positive int")
+    if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+      raise ValueError(f"ModelConfig.lora_rank={self.lora_rank!r}: must be an int >= 0 (0: no LoRA)")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"ModelConfig.remat_policy={self.remat_policy!r}; supported: {', '.join(REMAT_POLICIES)}")
     if self.model_type in ("llama", "qwen2") and self.sliding_window is not None:

@@ -108,6 +108,14 @@ def _scores(spec: str, q: Array, k: Array) -> Array:
   return jnp.einsum(spec, q, k, preferred_element_type=jnp.float32)
 
 
+def _project(x: Array, w: Array, n_contract: int) -> Array:
+  """x [..., C1..Cn] times a weight [C1..Cn, O...] over the n contracted dims: [..., O...] in x's
+  dtype. A plain dot_general (what einsum lowers to), which LoRA through qwix intercepts in Linen
+  modules (adding its float32 adapters' term)."""
+  lhs = tuple(range(x.ndim - n_contract, x.ndim))
+  return jax.lax.dot_general(x, w, ((lhs, tuple(range(n_contract))), ((), ()))).astype(x.dtype)
+
+
 class Attention(nn.Module):
   """Grouped-query self-attention with RoPE and an optional KV cache."""
   cfg: ModelConfig
@@ -132,9 +140,7 @@ class Attention(nn.Module):
     wv = _param(self, "v", _fan_in(0, (1, 2)), (d, k, h), ("embed", "kv_heads", "head_dim"), pdt)
     wo = _param(self, "o", _fan_in((0, 1), 2), (n, h, d), ("heads", "head_dim", "embed"), pdt)
     x = x.astype(dt)
-    q = jnp.einsum("btd,dnh->btnh", x, wq.astype(dt))
-    kk = jnp.einsum("btd,dkh->btkh", x, wk.astype(dt))
-    vv = jnp.einsum("btd,dkh->btkh", x, wv.astype(dt))
+    q, kk, vv = (_project(x, w.astype(dt), 1) for w in (wq, wk, wv))  # [B, T, N|K, H]
     if cfg.qkv_bias:
       zeros = nn.initializers.zeros
       q += _param(self, "q_bias", zeros, (n, h), ("heads", "head_dim"), pdt).astype(dt)
@@ -175,7 +181,7 @@ class Attention(nn.Module):
       out = jnp.einsum("bkgs,bksh->bkgh", probs[:, :, :, 0], vv).reshape(b, 1, n, h)
     else:
       out = jnp.einsum("bkgts,bksh->btkgh", probs, vv).reshape(b, t, n, h)
-    return jnp.einsum("btnh,nhd->btd", out, wo.astype(dt)), cache
+    return _project(out, wo.astype(dt), 2), cache
 
 
 class MLP(nn.Module):
@@ -190,10 +196,10 @@ class MLP(nn.Module):
     wu = _param(self, "up", _fan_in(0, 1), (d, f), ("embed", "mlp"), pdt)
     wd = _param(self, "down", _fan_in(0, 1), (f, d), ("mlp", "embed"), pdt)
     x = x.astype(dt)
-    gate = x @ wg.astype(dt)
+    gate = _project(x, wg.astype(dt), 1)
     act = jax.nn.gelu(gate, approximate=True) if cfg.is_gemma else jax.nn.silu(gate)
-    hidden = nn.with_logical_constraint(act * (x @ wu.astype(dt)), ("batch", "length", "mlp"))
-    return hidden @ wd.astype(dt)
+    hidden = nn.with_logical_constraint(act * _project(x, wu.astype(dt), 1), ("batch", "length", "mlp"))
+    return _project(hidden, wd.astype(dt), 1)
 
 
 class Block(nn.Module):

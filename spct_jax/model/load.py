@@ -18,8 +18,8 @@ Sources:
 The tokenizer is `tokenizer` (a .model, a tokenizer.json, a .gguf or a folder with one) when given,
 else the source's own (stage, export and hf sources: tokenizer.model or tokenizer.json, a folder
 with neither is an error that says so, never a silent fallback; gguf: the file's metadata), else
-(scratch, bundled) the bundled one. `dtype`, `remat`, `remat_policy` and `scan_layers`
-replace the saved compute settings (None keeps them); files always hold the per-layer layout and
+(scratch, bundled) the bundled one. `dtype`, `remat`, `remat_policy`, `scan_layers` and
+`lora_rank` replace the saved settings (None keeps them; a LoRA rank adds fresh adapters); files always hold the per-layer layout and
 the params come back in the layout `scan_layers` asks for (transformer.to_layout). `reward_head=True` asks for a scalar-head
 model ({"lm", "score"} params: a meta RM or scalar RM stage, or an HF *ForSequenceClassification).
 """
@@ -31,12 +31,15 @@ from typing import Any
 from etils import epath
 import jax
 
+from spct_jax import mesh as mesh_lib
 from spct_jax import paths
 from spct_jax.model import bundled
 from spct_jax.model import config as config_lib
 from spct_jax.model import gguf
 from spct_jax.model import hf
+from spct_jax.model import lora
 from spct_jax.model import orbax_io
+from spct_jax.model import reward
 from spct_jax.model import transformer
 from spct_jax.model.config import ModelConfig
 from spct_jax.tokenizer import Tokenizer
@@ -59,17 +62,28 @@ def stage_dir(workdir: str, stage: str) -> epath.Path:
 
 def load(spec: str, *, workdir: str | None = None, preset: str | None = None, seed: int = 0,
          param_dtype: str = "float32", dtype: str | None = None, remat: bool | None = None,
-         remat_policy: str | None = None, scan_layers: bool | None = None,
-         tokenizer: str = "", reward_head: bool = False, what: str = "model source") -> Loaded:
-  """The model `spec` names (module docstring); `what` names the setting in error messages."""
+         remat_policy: str | None = None, scan_layers: bool | None = None, lora_rank: int | None = None,
+         lora_alpha: float | None = None,
+         tokenizer: str = "", reward_head: bool = False, mesh: Any = None,
+         what: str = "model source") -> Loaded:
+  """The model `spec` names (module docstring); `what` names the setting in error messages.
+
+  mesh: place the params on it by the model's logical-axis rules (spct_jax/mesh.py), each device
+  receiving only its shards (fresh params are initialised already sharded); without it the params
+  are host numpy (device arrays for `scratch`)."""
   kind, _, where = spec.partition(":")
   overrides = {k: v for k, v in (("dtype", dtype), ("remat", remat), ("remat_policy", remat_policy),
-                                 ("scan_layers", scan_layers)) if v is not None}
+                                 ("scan_layers", scan_layers), ("lora_rank", lora_rank),
+                                 ("lora_alpha", lora_alpha)) if v is not None}
   if spec == "scratch":
     if preset is None:
       raise ValueError(f"{what}='scratch' needs a preset (config model.preset)")
     cfg = config_lib.get_config(preset, param_dtype=param_dtype, **overrides)
-    params = transformer.init_params(cfg, jax.random.key(seed))
+    if mesh is None:
+      params = transformer.init_params(cfg, jax.random.key(seed))
+    else:  # created sharded: no device ever holds the whole model
+      shardings = mesh_lib.shardings_for(transformer.logical_axes(cfg), transformer.abstract_params(cfg), mesh)
+      params = jax.jit(lambda: transformer.init_params(cfg, jax.random.key(seed)), out_shardings=shardings)()
   elif kind == "hf" and where:
     cfg, params = (hf.load_reward if reward_head else hf.load)(where)
   elif kind == "gguf" and where:
@@ -86,10 +100,21 @@ def load(spec: str, *, workdir: str | None = None, preset: str | None = None, se
     raise ValueError(f"{what}={spec!r}: expected one of {', '.join(SOURCES)}")
   cfg = config_lib.replace(cfg, **overrides) if overrides else cfg
   params = transformer.to_layout(cfg, params)
+  if cfg.lora_rank and not reward_head and not lora.count(params):
+    params = lora.merge(params, fresh_adapters(cfg, seed))
+  if mesh is not None:
+    logical = reward.logical_axes(cfg) if reward_head else transformer.logical_axes(cfg)
+    params = mesh_lib.put(params, mesh_lib.shardings_for(logical, params, mesh))
   if reward_head and "score" not in params:
     raise ValueError(f"{what}={spec!r}: not a scalar-head model (no 'score' param); give a meta RM / "
                      "scalar RM stage, export or Hugging Face *ForSequenceClassification folder")
   return Loaded(cfg, params, load_tokenizer(spec, workdir=workdir, tokenizer=tokenizer, what=what))
+
+
+def fresh_adapters(cfg: ModelConfig, seed: int) -> Any:
+  """New LoRA adapters for cfg (B zero: the model starts as its base), without the base weights
+  (under jit the base's initialisation is dead code)."""
+  return jax.jit(lambda: lora.split(transformer.init_params(cfg, jax.random.key(seed)))[1])()
 
 
 def check_vocab(m: Loaded, what: str = "model") -> Loaded:

@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spct_jax.model import layers
+from spct_jax.model import lora
 from spct_jax.model.config import ModelConfig
 
 Array = jax.Array
@@ -136,7 +137,8 @@ class Transformer(nn.Module):
       x = x * jnp.asarray(math.sqrt(cfg.d_model), cfg.jnp_dtype)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
-    block = nn.remat(layers.Block, policy=REMAT_POLICIES[cfg.remat_policy]) if cfg.remat else layers.Block
+    block = lora.wrap_class(cfg) if cfg.lora_rank else layers.Block
+    block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat_policy]) if cfg.remat else block
     new_cache = None if cache is None else {
         "index": index + t,
         "next_pos": cache["next_pos"] + jnp.sum(pad_mask, axis=1, dtype=jnp.int32),
@@ -195,8 +197,11 @@ def head_logits(cfg: ModelConfig, hidden: Array, weight: Array) -> Array:
 
 
 def _init_boxed(cfg: ModelConfig, rng: Array) -> Any:
-  """Params with their nn.Partitioned metadata (logical axis names)."""
-  return Transformer(cfg).init(rng, jnp.zeros((1, 1), jnp.int32))["params"]
+  """Params with their nn.Partitioned metadata (logical axis names). Outside any logical-axis
+  rules, so that no sharding constraint applies while params are created (qwix builds a LoRA
+  adapter's box from its weight's, whose names do not fit the adapter's rank)."""
+  with nn.logical_axis_rules(()):
+    return Transformer(cfg).init(rng, jnp.zeros((1, 1), jnp.int32))["params"]
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -215,13 +220,13 @@ def _is_boxed(x) -> bool:
 
 def logical_axes(cfg: ModelConfig) -> Any:
   """Same structure as the params; each leaf a tuple of logical axis names, e.g. ('embed', 'mlp')."""
-  boxed = jax.eval_shape(functools.partial(_init_boxed, cfg), jax.random.key(0))
+  boxed = jax.eval_shape(lambda: _init_boxed(cfg, jax.random.key(0)))
   return jax.tree.map(lambda p: tuple(p.names), boxed, is_leaf=_is_boxed)
 
 
 def abstract_params(cfg: ModelConfig) -> Any:
   """Same structure as the params; each leaf a jax.ShapeDtypeStruct (no memory spent)."""
-  return nn.meta.unbox(jax.eval_shape(functools.partial(_init_boxed, cfg), jax.random.key(0)))
+  return nn.meta.unbox(jax.eval_shape(lambda: _init_boxed(cfg, jax.random.key(0))))
 
 
 def param_count(cfg: ModelConfig) -> int:

@@ -24,10 +24,12 @@ from spct_jax import mesh as mesh_lib
 from spct_jax import sampling as sampling_lib
 from spct_jax.data import pipeline
 from spct_jax.grm import scores as scores_lib
+from spct_jax.model import config as config_lib
 from spct_jax.model import transformer
 from spct_jax.train import rl
 from spct_jax.train import sft
 from spct_jax.train import stage
+from spct_jax.train import state as state_lib
 from spct_jax.train import step as step_lib
 
 BATCH_KEYS = ("tokens", "pad_mask", "loss_mask", "old_logprobs", "ref_logprobs", "advantages")
@@ -114,8 +116,11 @@ def run(cfg, workdir: str) -> dict:
   st, make_step = stage.train_state(cfg, s.mcfg, s.params, s.mesh)
   step_first = make_step(loss_fn(model, on_policy=True, **common), BATCH_KEYS)
   step_later = make_step(loss_fn(model, on_policy=False, **common), BATCH_KEYS) if g.mu > 1 else None
-  ref_params = reference_params(st.params, s.mcfg)
-  ref_logprobs = reference_pass(model, g.temperature, cfg.train.micro_batches)
+  if s.mcfg.lora_rank:  # the start model is the frozen base (fresh adapters are zero): no copy
+    ref_model, ref_params = transformer.Transformer(config_lib.replace(s.mcfg, lora_rank=0)), None
+  else:
+    ref_model, ref_params = model, reference_params(st.params, s.mcfg)
+  ref_logprobs = reference_pass(ref_model, g.temperature, cfg.train.micro_batches)
   items = stage.items(cfg, g.n_items, stage.seed(cfg, "grpo"))
   sampler = sampling_lib.Temperature(g.temperature)
 
@@ -125,13 +130,14 @@ def run(cfg, workdir: str) -> dict:
     chosen = [items[i] for i in idx]
     rollouts = judge_lib.sample_critiques(
         chosen, G, cfg.seed * stage.GRPO_ORDERS + step, sample_seed=cfg.seed * stage.GRPO_SAMPLES + step,
-        cfg=s.mcfg, params=state.params, tok=s.tok, sampling=sampler, max_new_tokens=g.max_new_tokens,
+        cfg=s.mcfg, params=state_lib.model_params(state), tok=s.tok, sampling=sampler, max_new_tokens=g.max_new_tokens,
         variant=cfg.data.variant, style=cfg.data.style, batch_size=g.sampler_batch, mesh=s.mesh)
     rollouts.sort(key=lambda c: c.item)  # G consecutive rows per item (stable: request order within one)
     rewards = np.asarray([scores_lib.rule_reward(c.parsed, c.shown.label, c.shown.n) for c in rollouts], np.float32)
     batch = build_batch(rollouts, rewards, pad_id=s.tok.pad_id, G=G)
     placed = mesh_lib.shard_batch({k: batch[k] for k in ("tokens", "pad_mask")}, s.mesh)
-    batch["ref_logprobs"] = mesh_lib.fetch(ref_logprobs(ref_params, placed["tokens"], placed["pad_mask"],
+    batch["ref_logprobs"] = mesh_lib.fetch(ref_logprobs(state.frozen if ref_params is None else ref_params,
+                                                        placed["tokens"], placed["pad_mask"],
                                                         n_new=batch["old_logprobs"].shape[1]))
     dt = time.perf_counter() - t0
     lengths = np.asarray([c.length for c in rollouts])

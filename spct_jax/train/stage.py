@@ -37,6 +37,7 @@ from spct_jax.evaluate import metrics
 from spct_jax.grm import prompts
 from spct_jax.model import config as config_lib
 from spct_jax.model import load as load_lib
+from spct_jax.model import lora
 from spct_jax.model import orbax_io
 from spct_jax.model import transformer
 from spct_jax.tokenizer import Tokenizer
@@ -92,14 +93,15 @@ class StageRun:
 
 
 def load_model(cfg, workdir: str | None, spec: str | None = None, *, reward_head: bool = False,
-               key: str = "init") -> load_lib.Loaded:
+               key: str = "init", mesh: Any = None) -> load_lib.Loaded:
   """The model `spec` (default cfg.init) names, with the config's preset, seed, dtypes and
-  tokenizer (model/load.py); `key` names the config field in errors."""
+  tokenizer (model/load.py), placed on `mesh` when given; `key` names the config field in errors."""
   spec = cfg.init if spec is None else spec
   m = load_lib.load(spec, workdir=workdir, preset=cfg.model.preset, seed=cfg.seed,
                     param_dtype=cfg.model.param_dtype, dtype=cfg.model.dtype, remat=cfg.model.remat,
                     remat_policy=cfg.model.get("remat_policy"), scan_layers=cfg.model.get("scan_layers"),
-                    tokenizer=cfg.tokenizer, reward_head=reward_head, what=f"config {key}")
+                    lora_rank=None if reward_head else cfg.model.get("lora_rank"), lora_alpha=cfg.model.get("lora_alpha"),
+                    tokenizer=cfg.tokenizer, reward_head=reward_head, mesh=mesh, what=f"config {key}")
   return load_lib.check_vocab(m, f"config {key}={spec!r}")
 
 
@@ -108,15 +110,19 @@ def begin(cfg, workdir: str) -> StageRun:
   t_start = time.perf_counter()
   out_dir = load_lib.stage_dir(workdir, cfg.stage)
   out_dir.mkdir(parents=True, exist_ok=True)
-  m = load_model(cfg, workdir)
-  return StageRun(cfg, workdir, out_dir, m.config, m.params, m.tokenizer,
-                  mesh_lib.make_mesh(tuple(cfg.mesh.shape)), t_start)
+  mesh = mesh_lib.make_mesh(tuple(cfg.mesh.shape))
+  m = load_model(cfg, workdir, mesh=mesh)
+  return StageRun(cfg, workdir, out_dir, m.config, m.params, m.tokenizer, mesh, t_start)
 
 
 def finish(s: StageRun, params: Any, last: dict, *, steps: int | None = None, **fields) -> dict:
   """Writes the stage's output model (final/) and returns, after printing it, its summary:
   the stage, `fields`, the steps trained, the wall time and every held-out (val_*) metric."""
-  orbax_io.save(params, config_lib.to_dict(s.mcfg), s.out_dir / "final", s.tok)
+  mcfg = s.mcfg
+  if mcfg.lora_rank:  # the adapters on their own, and the model with them folded in as final/
+    orbax_io.save(lora.split(params)[1], config_lib.to_dict(mcfg), s.out_dir / "adapters", s.tok)
+    params, mcfg = lora.fold(params, mcfg.lora_alpha, mcfg.lora_rank), config_lib.replace(mcfg, lora_rank=0)
+  orbax_io.save(params, config_lib.to_dict(mcfg), s.out_dir / "final", s.tok)
   summary = {"stage": s.cfg.stage, **fields, "steps": s.cfg.train.steps if steps is None else steps,
              "wall_seconds": time.perf_counter() - s.t_start,
              **{k: v for k, v in last.items() if k.startswith("val_")}}
@@ -138,20 +144,43 @@ def optimizer(cfg) -> tuple[Any, Any]:
   return state_lib.make_optimizer(opt_cfg), state_lib.schedule(opt_cfg)
 
 
-def train_state(cfg, mcfg: config_lib.ModelConfig, params: Any, mesh, logical: Any = None
-                ) -> tuple[state_lib.TrainState, Callable]:
-  """(train state, make_step): the state sharded on `mesh` by the logical rules, and
-  make_step(loss_fn, batch_keys=SFT_KEYS) -> the jitted step for that state, with batches (dicts
-  of [B, ...] arrays under batch_keys) split over the data axes. One state serves any number of
-  steps (GRPO's first and later inner updates).
+def state_layout(cfg, mcfg: config_lib.ModelConfig, params: Any, mesh, logical: Any = None):
+  """(tx, schedule, create, shardings) of the train state for `params` (arrays or abstract):
+  create(params) -> TrainState (jit it with out_shardings=shardings). With LoRA (mcfg.lora_rank)
+  the adapters are the trained params and the base weights the frozen ones, in the compute dtype.
 
   logical: the params' logical axis names (default: the transformer's, transformer.logical_axes)."""
   tx, schedule = optimizer(cfg)
-  mesh_lib.check_batch(cfg.train.batch_size, mesh, "train.batch_size")
-  st = state_lib.create(params, tx, jax.random.key(seed(cfg, "train_state")))
+  key = seed(cfg, "train_state")
   logical = transformer.logical_axes(mcfg) if logical is None else logical
-  shardings = mesh_lib.shardings_for(state_lib.logical_axes(tx, logical, st.params), st, mesh)
-  st = mesh_lib.put(st, shardings)
+  if mcfg.lora_rank:
+    def create(p):
+      frozen, trained = lora.split(p)
+      return state_lib.create(trained, tx, jax.random.key(key), frozen=frozen, frozen_dtype=mcfg.jnp_dtype)
+    frozen_names, names = lora.split(logical)
+  else:
+    create = lambda p: state_lib.create(p, tx, jax.random.key(key))  # noqa: E731
+    frozen_names, names = None, logical
+  abstract = jax.eval_shape(create, params)
+  shardings = mesh_lib.shardings_for(state_lib.logical_axes(tx, names, abstract.params, frozen_names),
+                                     abstract, mesh)
+  return tx, schedule, create, shardings
+
+
+def train_state(cfg, mcfg: config_lib.ModelConfig, params: Any, mesh, logical: Any = None
+                ) -> tuple[state_lib.TrainState, Callable]:
+  """(train state, make_step): the state sharded on `mesh` by the logical rules (`state_layout`),
+  and make_step(loss_fn, batch_keys=SFT_KEYS) -> the jitted step for that state, with batches
+  (dicts of [B, ...] arrays under batch_keys) split over the data axes. One state serves any
+  number of steps (GRPO's first and later inner updates); the loss sees the whole param tree
+  (`state.model_params`)."""
+  mesh_lib.check_batch(cfg.train.batch_size, mesh, "train.batch_size")
+  tx, schedule, create, shardings = state_layout(cfg, mcfg, params, mesh, logical)
+  # params to their shards first, then the float32 master copy and the moments created under jit
+  # straight into theirs: no device ever holds more than its share of the state
+  whole = shardings.params if shardings.frozen is None else lora.merge(shardings.frozen, shardings.params)
+  params = mesh_lib.put(params, whole)
+  st = jax.jit(create, out_shardings=shardings)(params)
 
   def make_step(loss_fn, batch_keys=SFT_KEYS):
     return step_lib.make_step(loss_fn, tx, micro_batches=cfg.train.micro_batches, state_shardings=shardings,
@@ -174,7 +203,7 @@ def fit(s: StageRun, state: Any, step_fn: Callable, get_batch: Callable,
   with mesh_lib.activation_sharding(s.mesh):
     st, last = loop_lib.run(s.out_dir, state, step_fn, get_batch, loop_config(s.cfg), s.mesh,
                             eval_fn=eval_fn, desc=s.cfg.stage)
-  return mesh_lib.fetch(st.params), last
+  return mesh_lib.fetch(state_lib.model_params(st)), last
 
 
 def fit_sft(s: StageRun, params: Any, rows: dict) -> tuple[Any, dict]:
@@ -266,5 +295,5 @@ def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, st
 def heldout(s: StageRun) -> Callable[[Any], dict]:
   """eval_fn(state) -> `heldout_accuracy` of state.params on the validation items."""
   val = validation_examples(s.cfg)
-  return lambda state: heldout_accuracy(s.cfg, s.mcfg, state.params, s.tok, val, mesh=s.mesh,
+  return lambda state: heldout_accuracy(s.cfg, s.mcfg, state_lib.model_params(state), s.tok, val, mesh=s.mesh,
                                         variant=s.cfg.data.variant, style=s.cfg.data.style)

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spct_jax.model import lora
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
@@ -39,9 +41,16 @@ class OptimConfig:
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array       # [] int32, number of updates applied
-  params: Any           # float32 master weights
+  params: Any           # float32 master weights of what is trained
   opt_state: Any        # optax state (float32 moments)
   rng: jax.Array        # PRNG key for anything stochastic inside the step
+  frozen: Any = None    # params the model reads but nothing updates (LoRA's base weights), in
+                        # the compute dtype; None when every param is trained
+
+
+def model_params(state: TrainState) -> Any:
+  """The model's whole param tree: the trained params joined with the frozen ones."""
+  return state.params if state.frozen is None else lora.merge(state.frozen, state.params)
 
 
 def schedule(cfg: OptimConfig) -> optax.Schedule:
@@ -67,28 +76,34 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
   return adamw
 
 
-def create(params: Any, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
-  """A fresh state at step 0. Params are cast to float32 master weights.
+def create(params: Any, tx: optax.GradientTransformation, rng: jax.Array, frozen: Any = None,
+           frozen_dtype: Any = None) -> TrainState:
+  """A fresh state at step 0. Params are cast to float32 master weights; `frozen` params (read by
+  the loss, never updated, no moments) to `frozen_dtype` (None: kept as they are).
 
   The state owns these buffers (a float32 input is not copied) and the jitted steps donate them:
   keep a `.copy()` of anything you still need, such as a frozen reference policy.
   """
   params = jax.tree.map(lambda p: p.astype(jnp.float32), params)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
+  if frozen is not None and frozen_dtype is not None:
+    frozen = jax.tree.map(lambda p: p.astype(frozen_dtype), frozen)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng,
+                    frozen=frozen)
 
 
-def logical_axes(tx: optax.GradientTransformation, params_logical: Any, abstract_params: Any) -> TrainState:
+def logical_axes(tx: optax.GradientTransformation, params_logical: Any, abstract_params: Any,
+                 frozen_logical: Any = None) -> TrainState:
   """The logical axis names of every leaf of a TrainState.
 
   Moments shaped like params get the params' names; everything else (counts, step, rng) is
-  replicated, written as an empty tuple.
+  replicated, written as an empty tuple; frozen params get `frozen_logical`.
   """
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   opt_names = optax.tree_map_params(
       tx, lambda _, names: names, abstract_opt, params_logical,
       transform_non_params=lambda x: (),
       is_leaf=lambda x: type(x) is tuple and all(isinstance(n, (str, type(None))) for n in x))
-  return TrainState(step=(), params=params_logical, opt_state=opt_names, rng=())
+  return TrainState(step=(), params=params_logical, opt_state=opt_names, rng=(), frozen=frozen_logical)
 
 
 def apply_gradients(state: TrainState, grads: Any, tx: optax.GradientTransformation) -> TrainState:

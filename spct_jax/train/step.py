@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spct_jax.model import lora
 from spct_jax.train import state as state_lib
 
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array, dict]]
@@ -36,11 +37,16 @@ def split_micro(batch: Any, micro_batches: int) -> Any:
   return jax.tree.map(one, batch)
 
 
-def accumulate(loss_fn: LossFn, params: Any, batch: Any, rng: jax.Array, micro_batches: int = 1):
+def accumulate(loss_fn: LossFn, params: Any, batch: Any, rng: jax.Array, micro_batches: int = 1,
+               frozen: Any = None):
   """Gradient of sum(loss)/sum(count) over the whole batch, computed micro-batch by micro-batch.
 
+  frozen: params the loss also reads (joined with `params`, lora.merge) but that get no gradient.
   Returns (grads, loss, count, aux_sums) with grads and loss already divided by the global count.
   """
+  if frozen is not None:
+    inner = loss_fn
+    loss_fn = lambda p, mb, r: inner(lora.merge(frozen, p), mb, r)  # noqa: E731
   grad_fn = jax.grad(lambda p, mb, r: _with_aux(loss_fn, p, mb, r), has_aux=True)
   if micro_batches == 1:
     g, (s, c, aux) = grad_fn(params, batch, rng)
@@ -78,7 +84,7 @@ def make_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, micro_batche
   """
   def step(state: state_lib.TrainState, batch: Any):
     rng, step_rng = jax.random.split(state.rng)
-    grads, loss, count, aux = accumulate(loss_fn, state.params, batch, step_rng, micro_batches)
+    grads, loss, count, aux = accumulate(loss_fn, state.params, batch, step_rng, micro_batches, state.frozen)
     new_state = state_lib.apply_gradients(state, grads, tx).replace(rng=rng)
     metrics = {"loss": loss, "count": count, "grad_norm": optax.tree.norm(grads)}
     if schedule is not None:

@@ -59,3 +59,80 @@ def test_logical_axes_cover_the_optimizer_state():
 def test_unknown_optimizer_key_is_named():
   with pytest.raises(KeyError, match=r"config.opt has unknown keys \['lrr'\]"):
     state_lib.OptimConfig.from_dict({"lrr": 1.0})
+
+
+_SHARE_SCRIPT = r"""
+import collections, json, math, sys
+import jax
+jax.config.update("jax_platforms", "cpu")
+jax.config.update("jax_num_cpu_devices", 8)
+from spct_jax import mesh as mesh_lib
+from spct_jax.model import load
+from spct_jax.train import chain, stage
+
+def counts(arrays):  # bytes per device, from the shardings (no new arrays made)
+  out = collections.Counter()
+  for a in arrays:
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+      continue
+    nbytes = math.prod(a.sharding.shard_shape(a.shape)) * a.dtype.itemsize
+    for d in a.sharding.addressable_devices:
+      out[d.id] += nbytes
+  return out
+
+def per_device():
+  return counts(jax.live_arrays())
+
+folder, scan, eager = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
+cfg = chain.load_config("configs/warmup.py")
+cfg.model.scan_layers = scan
+cfg.train.batch_size = 8
+mesh = mesh_lib.make_mesh((1, 8, 1))
+before = per_device()
+m = load.load("export:" + folder, mesh=mesh, scan_layers=scan)
+loaded = per_device()
+if eager:  # the old way, the test's own negative control: create on one device, then place
+  from spct_jax.train import state as state_lib
+  st = state_lib.create(jax.device_put(jax.device_get(m.params)), stage.optimizer(cfg)[0], jax.random.key(0))
+  created = per_device()
+else:
+  st, _ = stage.train_state(cfg, m.config, m.params, mesh)
+  created = per_device()
+def share(tree):  # bytes of the tree on its fullest device
+  return max(counts(jax.tree.leaves(tree)).values())
+
+print(json.dumps({"loaded": max((loaded - before).values()), "params_share": share(m.params),
+                  "created": max((created - before).values()), "state_share": share(st),
+                  "state_total": sum(x.nbytes for x in jax.tree.leaves(st))}))
+"""
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_loading_and_creating_the_state_never_put_more_than_a_share_on_a_device(tmp_path, scan):
+  """8 CPU devices, fsdp 8: the export is read into its shards and the float32 state (master
+  weights + AdamW moments) is created under jit straight into its shardings. Live bytes on the
+  fullest device stay within its share plus one layer; creating the state the old way (on one
+  device, then placing) exceeds that, so the check can fail."""
+  import json
+  import pathlib
+  import subprocess
+  import sys
+  from spct_jax.model import config as model_config, orbax_io, transformer
+  from spct_jax.tokenizer import Tokenizer
+  root = pathlib.Path(__file__).resolve().parents[2]
+  cfg = model_config.get_config("small", n_layers=12)
+  params = jax.device_get(transformer.init_params(cfg, jax.random.key(0)))
+  orbax_io.save(params, model_config.to_dict(cfg), str(tmp_path / "export"), Tokenizer.load())
+  layer = sum(x.nbytes for x in jax.tree.leaves(params["layers_0"])) * 3  # a layer's params + 2 moments
+
+  def run(eager):
+    proc = subprocess.run([sys.executable, "-c", _SHARE_SCRIPT, str(tmp_path / "export"), str(int(scan)), str(int(eager))],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+  r = run(eager=False)
+  assert r["loaded"] <= r["params_share"] + layer
+  assert r["created"] <= r["state_share"] + layer
+  assert r["state_total"] > 3 * (r["state_share"] + layer)  # a share is far from the whole
+  old = run(eager=True)
+  assert old["created"] > r["state_share"] + layer
