@@ -153,24 +153,52 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def put(tree: Any, shardings: Any) -> Any:
+def put(tree: Any, shardings: Any, dtype: Any = None) -> Any:
   """Places host values (the same full value on every process) with `shardings` (one sharding,
-  or a same-structure pytree). On several processes each one fills only its own devices' shards
-  (`jax.make_array_from_callback`), which `jax.device_put` cannot do across hosts; arrays that
-  are already global are resharded by a jitted identity."""
-  if jax.process_count() == 1:
-    return jax.device_put(tree, shardings)
+  or a same-structure pytree). Each device's shard is read from the host value by its index
+  (`jax.make_array_from_callback`), so a lazy host value (a view of a memory-mapped file, a
+  `LazyStack`) is read only where a device of this process needs it, and on several processes
+  each fills only its own devices; `dtype` casts host values shard by shard as they are read.
+  Arrays already on devices are resharded (a jitted identity across hosts)."""
   if isinstance(shardings, jax.sharding.Sharding):
     shardings = jax.tree.map(lambda _: shardings, tree)
 
   def one(x, sharding):
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:  # already global: reshard if needed
-      return x if x.sharding == sharding else jax.jit(lambda a: a, out_shardings=sharding)(x)
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      return jax.random.wrap_key_data(one(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x))
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+    if isinstance(x, jax.Array):
+      if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+      if not x.is_fully_addressable:  # already global: reshard if needed
+        return x if x.sharding == sharding else jax.jit(lambda a: a, out_shardings=sharding)(x)
+      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(one(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x))
+    if not hasattr(x, "shape") or isinstance(x, jax.Array):
+      x = np.asarray(x)
+    want = np.dtype(dtype) if dtype is not None else x.dtype
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: np.asarray(x[index], dtype=want))
   return jax.tree.map(one, tree, shardings)
+
+
+class LazyStack:
+  """Host arrays (or views of memory-mapped files) stacked on a new leading axis without reading
+  them: `x[index]` reads only the layers and the slice `index` asks for, which is how `put`
+  fills each shard (transformer.stack_layers(..., stack=LazyStack) builds the scanned layout)."""
+
+  def __init__(self, parts):
+    self.parts = list(parts)
+    self.shape = (len(self.parts), *self.parts[0].shape)
+    self.dtype = np.dtype(self.parts[0].dtype)
+    self.ndim = len(self.shape)
+
+  def __getitem__(self, index):
+    index = index if isinstance(index, tuple) else (index,)
+    first, rest = (index[0], index[1:]) if index else (slice(None), ())
+    if not isinstance(first, slice):
+      return np.asarray(self.parts[first][rest])
+    return np.stack([np.asarray(p[rest]) for p in self.parts[first]])
+
+  def __array__(self, dtype=None, copy=None):
+    del copy
+    return np.stack([np.asarray(p, dtype=dtype) for p in self.parts])
 
 
 def fetch(tree: Any) -> Any:

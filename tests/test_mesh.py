@@ -60,3 +60,28 @@ def test_distributed_init_needs_all_three_settings(monkeypatch):
   monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
   with pytest.raises(ValueError, match="JAX_NUM_PROCESSES='two': expected an integer"):
     mesh_lib.maybe_initialize_distributed()
+
+
+def test_put_fills_each_shard_from_a_lazy_stack_reading_only_that_shard():
+  """mesh.put reads a host value by each device's index: a LazyStack of layers reads only the
+  layers and the slice of a shard (never the whole), and dtype casts as it reads."""
+  reads = []
+
+  class Recorded:  # a host array that records what is read from it
+    def __init__(self, a):
+      self.a, self.shape, self.dtype = a, a.shape, a.dtype
+
+    def __getitem__(self, index):
+      out = self.a[index]
+      reads.append(out.size)
+      return out
+
+  layers = [np.arange(16 * 3, dtype=np.int32).reshape(16, 3) + 100 * i for i in range(4)]
+  stack = mesh_lib.LazyStack([Recorded(a) for a in layers])
+  mesh = mesh_lib.make_mesh((1, 8, 1))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "fsdp"))
+  out = mesh_lib.put({"w": stack}, {"w": sharding}, dtype=np.float32)["w"]
+  assert out.sharding == sharding and out.dtype == np.float32
+  np.testing.assert_array_equal(np.asarray(out), np.stack(layers).astype(np.float32))
+  assert reads and set(reads) == {16 * 3 // 8}  # each read is one layer's slice of one shard
+  assert len(reads) == 8 * 4

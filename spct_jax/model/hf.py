@@ -9,8 +9,9 @@ Supported `model_type`s: gemma2, gemma3_text (our "gemma3"; the text decoder `Ge
 as Gemma 3 270M and 1B ship), llama, mistral, qwen2. Tensors are read one at a time from
 memory-mapped safetensors files (the format is parsed here: an 8-byte little-endian header length,
 a JSON header, then raw little-endian data), so bfloat16 works through `ml_dtypes` and the host
-never holds two copies of the model. `load` returns host numpy arrays, or arrays placed with
-`shardings` (a same-structure pytree of `jax.sharding.Sharding`) one tensor at a time.
+never holds two copies of the model. `load` returns host numpy arrays, or with `lazy=True` views
+of the memory-mapped files in our layout (nothing read yet): `mesh.put` then reads each device's
+shard from them, so a host reads only what its devices hold.
 
 HF stores linear weights as [out, in]; ours are [in, ...] with heads split out:
     q_proj.weight [N*H, D] <-> q [D, N, H];  o_proj.weight [D, N*H] <-> o [N, H, D];
@@ -410,30 +411,30 @@ def get_path(tree: Any, path: tuple[str, ...]) -> Any:
   return tree
 
 
-def load(path: str, dtype: str | None = None, shardings: Any = None) -> tuple[ModelConfig, Any]:
+def load(path: str, dtype: str | None = None, lazy: bool = False) -> tuple[ModelConfig, Any]:
   """Reads a HF causal-LM folder (config.json + model.safetensors or a sharded index).
 
   dtype: dtype of the returned params and cfg.param_dtype / cfg.dtype (None: the checkpoint's).
-  shardings: optional pytree (same structure as the params) of jax Shardings; each tensor is
-    placed as soon as it is converted. Without it the params are host numpy arrays.
+  lazy: return read-only views of the memory-mapped files, in the checkpoint's dtype (cast them
+    as they are read: `mesh.put(params, shardings, dtype=cfg.param_dtype)`); else host copies.
   Raises (naming the tensor) on missing, unexpected or wrongly shaped tensors, and on a
   `*ForSequenceClassification` folder (read those with `load_reward`).
   """
-  return _load(path, dtype, shardings, reward=False)
+  return _load(path, dtype, lazy, reward=False)
 
 
-def load_reward(path: str, dtype: str | None = None, shardings: Any = None) -> tuple[ModelConfig, Any]:
+def load_reward(path: str, dtype: str | None = None, lazy: bool = False) -> tuple[ModelConfig, Any]:
   """Reads a HF `<Family>ForSequenceClassification` folder with num_labels 1 (a scalar reward model).
 
   Returns (cfg, {"lm": backbone params, "score": [D, 1]}) in spct_jax/model/reward.py's layout;
-  dtype and shardings (a same-structure pytree, e.g. from reward.logical_axes) as in `load`.
+  dtype and lazy as in `load`.
   Raises (naming the tensor) on a missing `score.weight` or any missing, unexpected or wrongly
   shaped tensor, on num_labels != 1, and on a causal-LM folder (read those with `load`).
   """
-  return _load(path, dtype, shardings, reward=True)
+  return _load(path, dtype, lazy, reward=True)
 
 
-def _load(path: str, dtype: str | None, shardings: Any, reward: bool) -> tuple[ModelConfig, Any]:
+def _load(path: str, dtype: str | None, lazy: bool, reward: bool) -> tuple[ModelConfig, Any]:
   cfg_path = os.path.join(path, "config.json")
   if not os.path.exists(cfg_path):
     raise FileNotFoundError(f"{path}: no config.json")
@@ -481,10 +482,8 @@ def _load(path: str, dtype: str | None, shardings: Any, reward: bool) -> tuple[M
   target = np.dtype(cfg.param_dtype)
   params: dict[str, Any] = {}
   for t in mapping:
-    arr = np.array(t.to_ours(files[t.hf_name].read(t.hf_name)), dtype=target, order="C", copy=True)
-    if shardings is not None:
-      arr = jax.device_put(arr, get_path(shardings, t.path))
-    set_path(params, t.path, arr)
+    view = t.to_ours(files[t.hf_name].read(t.hf_name))  # a view of the mapped file: nothing read yet
+    set_path(params, t.path, view if lazy else np.array(view, dtype=target, order="C", copy=True))
   return cfg, params
 
 

@@ -69,8 +69,10 @@ def load(spec: str, *, workdir: str | None = None, preset: str | None = None, se
   """The model `spec` names (module docstring); `what` names the setting in error messages.
 
   mesh: place the params on it by the model's logical-axis rules (spct_jax/mesh.py), each device
-  receiving only its shards (fresh params are initialised already sharded); without it the params
-  are host numpy (device arrays for `scratch`)."""
+  receiving only its shards (fresh params are initialised already sharded; a Hugging Face folder
+  is memory-mapped and each shard read from the files, the scanned layout stacked lazily, so a
+  host reads only what its devices hold); without it the params are host numpy (device arrays
+  for `scratch`)."""
   kind, _, where = spec.partition(":")
   overrides = {k: v for k, v in (("dtype", dtype), ("remat", remat), ("remat_policy", remat_policy),
                                  ("scan_layers", scan_layers), ("lora_rank", lora_rank),
@@ -85,7 +87,8 @@ def load(spec: str, *, workdir: str | None = None, preset: str | None = None, se
       shardings = mesh_lib.shardings_for(transformer.logical_axes(cfg), transformer.abstract_params(cfg), mesh)
       params = jax.jit(lambda: transformer.init_params(cfg, jax.random.key(seed)), out_shardings=shardings)()
   elif kind == "hf" and where:
-    cfg, params = (hf.load_reward if reward_head else hf.load)(where)
+    # with a mesh: views of the mapped files, each device's shard read by mesh.put below
+    cfg, params = (hf.load_reward if reward_head else hf.load)(where, lazy=mesh is not None)
   elif kind == "gguf" and where:
     if reward_head:
       raise ValueError(f"{what}={spec!r}: a GGUF file holds a language model, not a scalar-head model")
@@ -94,21 +97,43 @@ def load(spec: str, *, workdir: str | None = None, preset: str | None = None, se
     params, saved, _ = bundled.load(bundled.folder(where))
     cfg = config_lib.from_dict(saved)
   elif kind in ("export", "stage") and where:
-    params, saved = orbax_io.load(_folder(spec, workdir, what))
-    cfg = config_lib.from_dict(saved)
+    folder = _folder(spec, workdir, what)
+    cfg = config_lib.from_dict(orbax_io.read_config(folder))
+    abstract = None
+    if mesh is not None:  # restored straight into the shards of the file's (per-layer) layout
+      saved = orbax_io.shapes(folder)
+      flat = config_lib.replace(cfg, scan_layers=False)
+      logical = reward.logical_axes(flat) if "score" in saved else transformer.logical_axes(flat)
+      abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, cfg.param_dtype, sharding=s),
+                              saved, mesh_lib.shardings_for(logical, saved, mesh))
+    params, _ = orbax_io.load(folder, abstract)
   else:
     raise ValueError(f"{what}={spec!r}: expected one of {', '.join(SOURCES)}")
   cfg = config_lib.replace(cfg, **overrides) if overrides else cfg
-  params = transformer.to_layout(cfg, params)
+  params = transformer.to_layout(cfg, params, stack=_stacker(params) if mesh is not None else None)
   if cfg.lora_rank and not reward_head and not lora.count(params):
     params = lora.merge(params, fresh_adapters(cfg, seed))
   if mesh is not None:
     logical = reward.logical_axes(cfg) if reward_head else transformer.logical_axes(cfg)
-    params = mesh_lib.put(params, mesh_lib.shardings_for(logical, params, mesh))
+    params = mesh_lib.put(params, mesh_lib.shardings_for(logical, params, mesh), dtype=cfg.param_dtype)
   if reward_head and "score" not in params:
     raise ValueError(f"{what}={spec!r}: not a scalar-head model (no 'score' param); give a meta RM / "
                      "scalar RM stage, export or Hugging Face *ForSequenceClassification folder")
   return Loaded(cfg, params, load_tokenizer(spec, workdir=workdir, tokenizer=tokenizer, what=what))
+
+
+def _stacker(params: Any):
+  """How to stack layers that are about to be placed on a mesh: host values lazily (each shard
+  read when placed), device arrays one param at a time, each layer's copy freed once stacked."""
+  if not any(isinstance(x, jax.Array) for x in jax.tree.leaves(params)):
+    return mesh_lib.LazyStack
+
+  def stack(xs):
+    out = jax.numpy.stack(xs)
+    for x in xs:
+      x.delete()
+    return out
+  return stack
 
 
 def fresh_adapters(cfg: ModelConfig, seed: int) -> Any:

@@ -37,14 +37,28 @@ def save(params: Any, model_config: dict, directory: str, tokenizer: Any = None)
   return str(directory)
 
 
-def load(directory: str, abstract_params: Any | None = None) -> tuple[Any, dict]:
-  """(params, model config dict) of a `save` folder; abstract_params (ShapeDtypeStructs with
-  shardings) places each array straight into its sharding."""
-  directory = paths.absolute(directory)
-  cfg_path = directory / "model_config.json"
+def read_config(directory: str) -> dict:
+  """The model config dict of a `save` folder (a clear error when it is not one)."""
+  cfg_path = paths.absolute(directory) / "model_config.json"
   if not cfg_path.exists():
     raise FileNotFoundError(f"{cfg_path}: not an exported spct_jax model (model_config.json missing)")
-  model_config = json.loads(cfg_path.read_text())
+  return json.loads(cfg_path.read_text())
+
+
+def shapes(directory: str) -> Any:
+  """ShapeDtypeStructs of the saved params (from the checkpoint's metadata; nothing read)."""
+  import jax
   with ocp.StandardCheckpointer() as ckptr:
-    params = ckptr.restore(directory / "params", abstract_params)
+    meta = ckptr.metadata(paths.absolute(directory) / "params")
+  tree = getattr(getattr(meta, "item_metadata", meta), "tree", meta)
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), tree,
+                      is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+
+
+def load(directory: str, abstract_params: Any | None = None) -> tuple[Any, dict]:
+  """(params, model config dict) of a `save` folder; abstract_params (ShapeDtypeStructs with
+  shardings) places each array straight into its sharding, each host reading only its shards."""
+  model_config = read_config(directory)
+  with ocp.StandardCheckpointer() as ckptr:
+    params = ckptr.restore(paths.absolute(directory) / "params", abstract_params)
   return params, model_config

@@ -265,35 +265,39 @@ def cache_logical_axes(cfg: ModelConfig) -> dict[str, Any]:
   return names
 
 
-def stack_layers(params: Any, n_layers: int) -> Any:
+def stack_layers(params: Any, n_layers: int, stack: Any = None) -> Any:
   """Per-layer params (`layers_0` ... `layers_{L-1}`) -> the scanned layout: one `layers` subtree
-  whose leaves are stacked on a new leading axis. Host numpy stays numpy (np.stack)."""
+  whose leaves are stacked on a new leading axis by `stack(list of leaves)` (default: np.stack for
+  host numpy, jnp.stack otherwise)."""
   if "layers" in params:
     return params
   missing = [f"layers_{i}" for i in range(n_layers) if f"layers_{i}" not in params]
   if missing:
     raise ValueError(f"params: missing {missing[0]!r} to stack {n_layers} layers")
   per_layer = [params[f"layers_{i}"] for i in range(n_layers)]
-  stack = np.stack if all(isinstance(x, np.ndarray) for x in jax.tree.leaves(per_layer)) else jnp.stack
+  if stack is None:
+    stack = np.stack if all(isinstance(x, np.ndarray) for x in jax.tree.leaves(per_layer)) else jnp.stack
   out = {k: v for k, v in params.items() if not k.startswith("layers_")}
   out["layers"] = jax.tree.map(lambda *xs: stack(xs), *per_layer)
   return out
 
 
-def unstack_layers(params: Any) -> Any:
-  """The scanned layout -> per-layer params (`layers_i`), the layout of every file we write."""
+def unstack_layers(params: Any, take: Any = None) -> Any:
+  """The scanned layout -> per-layer params (`layers_i`), the layout of every file we write;
+  `take(leaf, i)` reads layer i (default: leaf[i])."""
   if "layers" not in params:
     return params
+  take = take or (lambda x, i: x[i])
   out = {k: v for k, v in params.items() if k != "layers"}
   n = jax.tree.leaves(params["layers"])[0].shape[0]
   for i in range(n):
-    out[f"layers_{i}"] = jax.tree.map(lambda x: x[i], params["layers"])
+    out[f"layers_{i}"] = jax.tree.map(lambda x: take(x, i), params["layers"])
   return out
 
 
-def to_layout(cfg: ModelConfig, params: Any) -> Any:
+def to_layout(cfg: ModelConfig, params: Any, stack: Any = None) -> Any:
   """params in the layout cfg.scan_layers asks for (either layout in; a scalar-head model's
-  {'lm', 'score'} too)."""
+  {'lm', 'score'} too); `stack` as in stack_layers."""
   if isinstance(params, dict) and "lm" in params and "score" in params:
-    return {**params, "lm": to_layout(cfg, params["lm"])}
-  return stack_layers(params, cfg.n_layers) if cfg.scan_layers else unstack_layers(params)
+    return {**params, "lm": to_layout(cfg, params["lm"], stack)}
+  return stack_layers(params, cfg.n_layers, stack) if cfg.scan_layers else unstack_layers(params)

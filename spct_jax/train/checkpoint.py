@@ -7,7 +7,8 @@ Layout of a stage's checkpoint directory (one Orbax step folder per save):
 Saves are asynchronous (training continues while the files are written); the last `keep_last`
 steps and the `keep_best` best by `best_metric` are kept. Orbax finalises a step atomically, so
 a half-written save is never listed; a step whose files are damaged fails to restore and
-`restore_latest` falls back to the one before, saying so.
+`restore_latest` falls back to the one before, saying so. A step saved with the other layer layout
+(model.scan_layers changed between runs) is read in its own layout and converted, saying so.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from spct_jax import paths
+from spct_jax.model import transformer
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 
@@ -42,11 +44,62 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict | None =
   return mngr.save(int(step), args=args, metrics=metrics, force=force)
 
 
+def _scanned(tree: Any) -> bool | None:
+  """True when the tree's layers are stacked (a `layers` key), False when they are per layer
+  (`layers_0`), None when it holds no layers."""
+  keys = {str(getattr(k, "key", "")) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0] for k in path}
+  return True if "layers" in keys else False if "layers_0" in keys else None
+
+
+def _has_layers(x: Any) -> bool:
+  return isinstance(x, dict) and ("layers" in x or "layers_0" in x)
+
+
+def _relayout(tree: Any, scanned: bool, stack: Any = None, take: Any = None) -> Any:
+  """Every layer stack in `tree` (params, moments, frozen params) in the scanned or per-layer layout."""
+  def one(x):
+    if not _has_layers(x):
+      return x
+    if scanned:
+      return transformer.stack_layers(x, sum(k.startswith("layers_") for k in x), stack)
+    return transformer.unstack_layers(x, take)
+  return jax.tree.map(one, tree, is_leaf=_has_layers)
+
+
+def _with_spec(x: jax.ShapeDtypeStruct, shape: tuple, spec: Any) -> jax.ShapeDtypeStruct:
+  sharding = x.sharding
+  if isinstance(sharding, jax.sharding.NamedSharding):
+    sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
+  return jax.ShapeDtypeStruct(shape, x.dtype, sharding=sharding)
+
+
+def _abstract_relayout(abstract: Any, scanned: bool) -> Any:
+  """`_relayout` of ShapeDtypeStructs: a stacked leaf is sharded like its layers, with the layer
+  axis whole."""
+  spec = lambda x: tuple(getattr(x.sharding, "spec", ()))  # noqa: E731
+  stack = lambda xs: _with_spec(xs[0], (len(xs), *xs[0].shape), (None, *spec(xs[0])))  # noqa: E731
+  take = lambda x, i: _with_spec(x, x.shape[1:], spec(x)[1:])  # noqa: E731
+  return _relayout(abstract, scanned, stack, take)
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:
-  """Restores step `step` into the structure, dtypes and shardings of `abstract_state`."""
-  args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+  """Restores step `step` into the structure, dtypes and shardings of `abstract_state`; a step saved
+  in the other layer layout is read as saved and converted."""
+  want = _scanned(abstract_state)
+  saved = _scanned(getattr(mngr.item_metadata(step).state, "tree", None)) if want is not None else None
+  target = abstract_state
+  if saved is not None and saved != want:
+    layout = {True: "scanned layers (model.scan_layers=True)", False: "per-layer (model.scan_layers=False)"}
+    print(f"[checkpoint] step {step} in {mngr.directory} holds {layout[saved]}; converting it to this "
+          f"run's {layout[want]}", flush=True)
+    target = _abstract_relayout(abstract_state, saved)
+  args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
   out = mngr.restore(int(step), args=args)
-  return out.state, dict(out.meta or {})
+  state = out.state
+  if target is not abstract_state:
+    shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
+    state = jax.jit(lambda s: _relayout(s, want), out_shardings=shardings)(state)
+  return state, dict(out.meta or {})
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, dict, int] | None:

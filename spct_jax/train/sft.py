@@ -16,11 +16,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from spct_jax.model import transformer
 
-
-LOGIT_CHUNK = 256  # positions whose logits exist at once in token_logprobs, for large logit arrays
-LOGIT_BYTES = 256 * 2**20  # float32 logits up to this size are computed in one piece (no recompute)
+LOGIT_CHUNK = 256  # positions whose logits exist at once in token_logprobs
 
 
 def token_logprobs(model, params: Any, tokens: jax.Array, pad_mask: jax.Array | None = None,
@@ -33,23 +30,21 @@ def token_logprobs(model, params: Any, tokens: jax.Array, pad_mask: jax.Array | 
   with_entropy: also return that distribution's entropy at each position, [B, T-1-start].
   start: the first position whose next token is scored (a completion after a prompt of P tokens:
     start = P - 1); the LM head runs on those positions only.
-  The head computes logit[target] - logsumexp(logits). When the float32 logits would exceed
-  LOGIT_BYTES (the vocabulary is 256k for Gemma), it runs `chunk` positions at a time,
-  rematerialised in the backward pass, so no [B, T, V] float32 array exists; below that, in one
-  piece (a CPU model's small vocabulary: the recompute would cost more than it saves).
+  The head runs `chunk` positions at a time as logit[target] - logsumexp(logits), rematerialised
+  in the backward pass, so no [B, T, V] float32 array exists (the vocabulary is 256k for Gemma).
   """
+  from spct_jax.model import transformer
   cfg = model.cfg
   hidden = model.apply({"params": params}, tokens, pad_mask=pad_mask, head=False)[:, start:-1]
   targets = tokens[:, start + 1:]
   weight = transformer.head_weight(cfg, params)
   b, n, d = hidden.shape
-  if b * n * cfg.vocab_size * 4 <= LOGIT_BYTES:
-    chunk = n
   c = max(1, min(chunk, n))
   m = -(-n // c)
   hidden = jnp.pad(hidden, ((0, 0), (0, m * c - n), (0, 0))).reshape(b, m, c, d).swapaxes(0, 1)
   targets = jnp.pad(targets, ((0, 0), (0, m * c - n))).reshape(b, m, c).swapaxes(0, 1)
 
+  @jax.checkpoint
   def one(xs):
     h, t = xs
     logits = transformer.head_logits(cfg, h, weight) / temperature  # [B, c, V] float32
@@ -58,7 +53,7 @@ def token_logprobs(model, params: Any, tokens: jax.Array, pad_mask: jax.Array | 
     ent = lse - (jax.nn.softmax(logits, axis=-1) * logits).sum(-1)
     return lp, ent
 
-  lp, ent = jax.lax.map(one if m == 1 else jax.checkpoint(one), (hidden, targets))  # [M, B, c]
+  lp, ent = jax.lax.map(one, (hidden, targets))  # [M, B, c]
   lp, ent = (x.swapaxes(0, 1).reshape(b, m * c)[:, :n] for x in (lp, ent))
   return (lp, ent) if with_entropy else lp
 

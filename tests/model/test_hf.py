@@ -233,11 +233,14 @@ def test_save_errors_name_the_param(tmp_path, hf_fixture):
     hf.save(cfg, wrong, str(tmp_path))
 
 
-def test_load_with_shardings(hf_fixture):
+def test_lazy_load_then_put_places_each_shard(hf_fixture):
   cfg, params, _ = hf_fixture("gemma2")
   mesh = mesh_lib.make_mesh((2, 2, 2))
   shardings = mesh_lib.shardings_for(transformer.logical_axes(cfg), transformer.abstract_params(cfg), mesh)
-  _, placed = hf.load(str(FIXTURES / "gemma2"), shardings=shardings)
+  _, lazy = hf.load(str(FIXTURES / "gemma2"), lazy=True)
+  # views of the memory-mapped file, nothing copied yet
+  assert all(not x.flags.owndata for x in jax.tree.leaves(lazy))
+  placed = mesh_lib.put(lazy, shardings, dtype=cfg.param_dtype)
   gate = placed["layers_0"]["mlp"]["gate"]
   assert isinstance(gate, jax.Array) and gate.sharding == shardings["layers_0"]["mlp"]["gate"]
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), placed, params)

@@ -112,3 +112,24 @@ def test_files_hold_the_per_layer_layout_and_load_in_either(tmp_path, params):
   cfg, loaded = hf.load(str(tmp_path / "hf"))
   assert not cfg.scan_layers
   _same(loaded, params)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_hf_onto_a_mesh_reads_each_shard_from_the_mapped_files(tmp_path, params, scan):
+  """With a mesh, a Hugging Face folder is memory-mapped and every device's shard read from the
+  files (the scanned layout stacked lazily, bfloat16 cast to the float32 asked for as it is read):
+  the same values as loading it whole, in the model's shardings."""
+  from spct_jax import mesh as mesh_lib
+  import ml_dtypes
+  bf16 = jax.tree.map(lambda x: np.asarray(x).astype(ml_dtypes.bfloat16), params)
+  hf.save(model_config.replace(TINY, param_dtype="bfloat16"), bf16, str(tmp_path / "hf"))
+  Tokenizer.load().save(str(tmp_path / "hf"))
+  whole = load.load(f"hf:{tmp_path / 'hf'}", scan_layers=scan)
+  mesh = mesh_lib.make_mesh((1, 8, 1))
+  m = load.load(f"hf:{tmp_path / 'hf'}", scan_layers=scan, mesh=mesh)
+  assert m.config == whole.config and ("layers" in m.params) == scan
+  want = mesh_lib.shardings_for(transformer.logical_axes(m.config), whole.params, mesh)
+  assert jax.tree.structure(m.params) == jax.tree.structure(whole.params)
+  for got, ref, sharding in zip(jax.tree.leaves(m.params), jax.tree.leaves(whole.params), jax.tree.leaves(want)):
+    assert got.sharding == sharding and got.dtype == np.dtype(m.config.param_dtype) == ref.dtype
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))

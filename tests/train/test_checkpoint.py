@@ -4,6 +4,7 @@ import signal
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from spct_jax.train import checkpoint as ckpt
 
@@ -66,3 +67,40 @@ def test_sigterm_sets_the_flag():
     assert not pre.requested
     os.kill(os.getpid(), signal.SIGTERM)
     assert pre.requested
+
+
+@pytest.mark.parametrize("saved_scan", [False, True])
+def test_a_step_saved_in_the_other_layer_layout_is_converted_on_resume(tmp_path, capsys, saved_scan):
+  """A run resumed with model.scan_layers flipped reads the step as saved and converts params and
+  AdamW moments into its own layout and shardings (fsdp over 8 devices), saying so."""
+  from spct_jax import mesh as mesh_lib
+  from spct_jax.model import load
+  from spct_jax.train import chain, stage
+  cfg = chain.load_config("configs/warmup.py")
+  cfg.train.batch_size = 8
+  mesh = mesh_lib.make_mesh((1, 8, 1))
+
+  def state(scan):
+    m = load.load("scratch", preset="tiny", scan_layers=scan, mesh=mesh)
+    st, _ = stage.train_state(cfg, m.config, m.params, mesh)
+    return st.replace(opt_state=jax.tree.map(lambda x: x + 1 if x.dtype == jnp.float32 else x, st.opt_state))
+
+  saved = state(saved_scan)
+  m = ckpt.manager(str(tmp_path / "ck"), keep_best=0)
+  ckpt.save(m, 3, saved, meta={"data_position": 7})
+  m.wait_until_finished()
+  want = state(not saved_scan)
+  got, meta, step = ckpt.restore_latest(m, ckpt.abstract_like(want))
+  assert (step, meta) == (3, {"data_position": 7})
+  layout = "scanned layers" if saved_scan else "per-layer"
+  assert f"step 3 in {m.directory} holds {layout}" in capsys.readouterr().out
+  expected = ckpt._relayout(saved.replace(rng=jax.random.key_data(saved.rng)), not saved_scan)
+  assert jax.tree.structure(got) == jax.tree.structure(want) == jax.tree.structure(expected)
+  for g, w, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), jax.tree.leaves(expected)):
+    assert g.shape == w.shape and g.sharding == w.sharding
+    if jax.dtypes.issubdtype(g.dtype, jax.dtypes.prng_key):
+      g = jax.random.key_data(g)
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(e))
+  assert any(isinstance(k, str) and k.startswith("layers") for k in got.params) and (
+      ("layers" in got.params) != saved_scan)
+  m.close()

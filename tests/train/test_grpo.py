@@ -160,3 +160,18 @@ def test_grpo_raises_a_toy_reward_and_a_flipped_advantage_lowers_it(sign):
   after = _expected_reward(model, st.params, prompt)
   assert abs(before) < 0.2
   assert sign * (after - before) > 0.3, (before, after)
+
+
+def test_at_the_reference_weights_with_no_advantage_the_gradient_is_exactly_zero(rollout):
+  # a group with no reward signal at step 1: the policy IS the reference, so the KL term and its
+  # gradient must be exactly 0 (a rounding difference between the trainer's and the reference
+  # pass's log-probs would be blown up by Adam into lr-sized steps of noise)
+  params, batch, _ = rollout
+  model = transformer.Transformer(CFG)
+  b = dict(jax.tree.map(jnp.asarray, batch), advantages=jnp.zeros_like(batch["advantages"]))
+  b["ref_logprobs"] = grpo.reference_pass(model, HYPER["temperature"])(
+      grpo.reference_params(params, CFG), b["tokens"], b["pad_mask"], n_new=b["old_logprobs"].shape[1])
+  loss = grpo.loss_fn(model, on_policy=True, **HYPER)
+  grads, total, _, aux = jax.jit(lambda p, b: step_lib.accumulate(loss, p, b, jax.random.key(0)))(params, b)
+  assert float(total) == 0.0 and float(aux["kl"]) == 0.0
+  assert all(np.all(np.asarray(g) == 0.0) for g in jax.tree.leaves(grads))
