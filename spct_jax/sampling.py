@@ -73,7 +73,10 @@ class TopK:
   def truncate(self, logits_V: Array) -> Array:
     """logits [V] -> logits [V] with the excluded entries set to -inf."""
     v = logits_V.shape[-1]
-    kth = jnp.sort(logits_V)[v - jnp.clip(self.k, 1, v)]  # k may be traced
+    if _is_concrete_number(self.k):  # a partial selection of k, not a sort of the vocabulary
+      kth = jax.lax.top_k(logits_V, min(int(self.k), v))[0][-1]
+    else:  # k traced: a sort
+      kth = jnp.sort(logits_V)[v - jnp.clip(self.k, 1, v)]
     return jnp.where(logits_V >= kth, logits_V, -jnp.inf)
 
 
@@ -104,10 +107,11 @@ class Greedy:
   """The argmax token. Its log-probs are those of softmax(raw logits)."""
   temperature: ClassVar[float] = 1.0
 
-  def choose(self, key: Array, logits_V: Array) -> Array:
-    """key: one PRNG key (unused); logits [V] float32 -> token [] int32."""
-    del key
-    return jnp.argmax(logits_V).astype(jnp.int32)
+  def choose(self, u: Array, logits_V: Array) -> tuple[Array, Array]:
+    """u: the row's uniform draw (unused); logits [V] float32 -> (token [] int32, its log-prob)."""
+    del u
+    tok = jnp.argmax(logits_V).astype(jnp.int32)
+    return tok, logits_V[tok] - jax.nn.logsumexp(logits_V)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +132,9 @@ class Temperature:
       if not isinstance(f, (TopK, TopP)):
         raise TypeError(f"Temperature.filters: {f!r} is not a TopK or TopP")
 
-  def choose(self, key: Array, logits_V: Array) -> Array:
-    """key: one PRNG key; logits [V] float32 -> token [] int32.
+  def choose(self, u: Array, logits_V: Array) -> tuple[Array, Array]:
+    """u: the row's uniform draw in [0, 1); logits [V] float32 -> (token [] int32, its log-prob
+    under softmax(logits / temperature), before truncation).
 
     Inverse-CDF sampling: one uniform draw per token instead of V Gumbel draws (the PRNG is
     the costly part on CPU). Truncated tokens have probability 0 and are never drawn.
@@ -139,10 +144,10 @@ class Temperature:
       x = f.truncate(x)
     p = jnp.exp(x - jnp.max(x))                                # unnormalised; 0 where truncated
     cdf = jnp.cumsum(p)
-    u = jax.random.uniform(key, (), jnp.float32)
     token = jnp.sum(cdf <= u * cdf[-1])                        # first index with cdf > u * total
     last = p.shape[-1] - 1 - jnp.argmax(p[::-1] > 0)           # guard against rounding at u -> 1
-    return jnp.minimum(token, last).astype(jnp.int32)
+    token = jnp.minimum(token, last).astype(jnp.int32)
+    return token, jax.nn.log_softmax(logits_V.astype(jnp.float32) / self.temperature)[token]
 
 
 Sampling = Greedy | Temperature
@@ -240,13 +245,17 @@ def _rows(x: Array, mesh: Mesh | None) -> Array:
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
-def _pick(sampling: Sampling, keys_R: Array, logits_RxV: Array, step: Array) -> tuple[Array, Array]:
+def _draws(keys_R: Array, n: int) -> Array:
+  """[R, n] uniform draws, made once before decoding: row r's draw at step t is
+  uniform(fold_in(keys_R[r], t)), the same stream whatever the batch."""
+  return jax.vmap(lambda key: jax.vmap(lambda t: jax.random.uniform(jax.random.fold_in(key, t)))(
+      jnp.arange(n)))(keys_R)
+
+
+def _pick(sampling: Sampling, u_RxN: Array, logits_RxV: Array, step: Array) -> tuple[Array, Array]:
   """Samples one token per row; returns (tokens [R] int32, logprobs [R] float32)."""
-  step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_R, step)
-  logits_RxV = logits_RxV.astype(jnp.float32)
-  tok_R = jax.vmap(sampling.choose)(step_keys, logits_RxV)
-  logp_RxV = jax.nn.log_softmax(logits_RxV / sampling.temperature, axis=-1)
-  return tok_R, jnp.take_along_axis(logp_RxV, tok_R[:, None], axis=-1)[:, 0]
+  u_R = jax.lax.dynamic_index_in_dim(u_RxN, step, axis=1, keepdims=False)
+  return jax.vmap(sampling.choose)(u_R, logits_RxV.astype(jnp.float32))
 
 
 def _write(state: DecodeState, tok_R: Array, lp_R: Array, stop_ids: tuple[int, ...],
@@ -292,13 +301,14 @@ def _sample_jit(params: Any, prompt_tokens: Array, prompt_mask: Array, keys_B: A
 
   keys_R = jax.vmap(lambda key: jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(k)))(keys_B)
   keys_R = _rows(keys_R.reshape(r), mesh)
+  u_RxN = _rows(_draws(keys_R, n), mesh)
 
   state = DecodeState(
       step=jnp.zeros((), jnp.int32), cache=cache, last=jnp.full((r,), pad_id, jnp.int32),
       tokens=_rows(jnp.full((r, n), pad_id, jnp.int32), mesh),
       logprobs=_rows(jnp.zeros((r, n), jnp.float32), mesh),
       lengths=jnp.zeros((r,), jnp.int32), done=jnp.zeros((r,), bool))
-  state = _write(state, *_pick(sampling, keys_R, last_logits, state.step), stop_ids, pad_id)
+  state = _write(state, *_pick(sampling, u_RxN, last_logits, state.step), stop_ids, pad_id)
 
   def cond(s: DecodeState) -> Array:
     return (s.step < n) & ~jnp.all(s.done)
@@ -306,7 +316,7 @@ def _sample_jit(params: Any, prompt_tokens: Array, prompt_mask: Array, keys_B: A
   def body(s: DecodeState) -> DecodeState:
     logits, cache = model.apply({"params": params}, s.last[:, None], cache=s.cache)
     s = s.replace(cache=jax.tree.map(lambda x: _rows(x, mesh), cache))
-    return _write(s, *_pick(sampling, keys_R, logits[:, 0], s.step), stop_ids, pad_id)
+    return _write(s, *_pick(sampling, u_RxN, logits[:, 0], s.step), stop_ids, pad_id)
 
   state = jax.lax.while_loop(cond, body, state)
   return SampleOutput(tokens=state.tokens.reshape(b, k, n), lengths=state.lengths.reshape(b, k),

@@ -219,10 +219,10 @@ def test_truncation_exact_small_cases():
 @jax.jit
 def _draw(logits_V, top_k, top_p, temperature, key):
   """64 draws each from top-k, top-p and top-k then top-p at the given (traced) settings."""
-  keys = jax.random.split(key, 64)
+  u = jax.random.uniform(key, (64,))
   methods = (S.Temperature(temperature, (S.TopK(top_k),)), S.Temperature(temperature, (S.TopP(top_p),)),
              S.Temperature(temperature, (S.TopK(top_k), S.TopP(top_p))))
-  return [jax.vmap(m.choose, in_axes=(0, None))(keys, logits_V) for m in methods]
+  return [jax.vmap(m.choose, in_axes=(0, None))(u, logits_V)[0] for m in methods]
 
 
 def _nucleus(x, p):
@@ -270,3 +270,12 @@ def test_generate_returns_the_decoded_samples(tiny, keys):
                     sampling=METHOD, rng=keys, chat=True) == got
   with pytest.raises(TypeError, match="takes a list of prompt strings"):
     S.generate("Hi", cfg=cfg, params=params, tokenizer=tok)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 12])
+def test_top_k_by_partial_selection_keeps_exactly_the_k_largest_and_their_ties(k):
+  x = np.random.default_rng(k).integers(-3, 4, size=12).astype(np.float32)  # many ties
+  kth = np.sort(x)[::-1][k - 1]
+  got = np.asarray(S.TopK(k).truncate(jnp.asarray(x)))
+  np.testing.assert_array_equal(np.isfinite(got), x >= kth)
+  np.testing.assert_array_equal(got[x >= kth], x[x >= kth])
