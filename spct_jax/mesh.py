@@ -158,7 +158,8 @@ def put(tree: Any, shardings: Any, dtype: Any = None) -> Any:
   or a same-structure pytree). Each device's shard is read from the host value by its index
   (`jax.make_array_from_callback`), so a lazy host value (a view of a memory-mapped file, a
   `LazyStack`) is read only where a device of this process needs it, and on several processes
-  each fills only its own devices; `dtype` casts host values shard by shard as they are read.
+  each fills only its own devices; `dtype` casts host values (not device arrays) shard by
+  shard as they are read.
   Arrays already on devices are resharded (a jitted identity across hosts)."""
   if isinstance(shardings, jax.sharding.Sharding):
     shardings = jax.tree.map(lambda _: shardings, tree)
@@ -171,9 +172,10 @@ def put(tree: Any, shardings: Any, dtype: Any = None) -> Any:
         return x if x.sharding == sharding else jax.jit(lambda a: a, out_shardings=sharding)(x)
       if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
         return jax.random.wrap_key_data(one(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x))
-    if not hasattr(x, "shape") or isinstance(x, jax.Array):
+    on_device = isinstance(x, jax.Array)  # dtype casts host values only
+    if not hasattr(x, "shape") or on_device:
       x = np.asarray(x)
-    want = np.dtype(dtype) if dtype is not None else x.dtype
+    want = np.dtype(dtype) if dtype is not None and not on_device else x.dtype
     return jax.make_array_from_callback(x.shape, sharding, lambda index: np.asarray(x[index], dtype=want))
   return jax.tree.map(one, tree, shardings)
 

@@ -63,7 +63,7 @@ def stage_dir(workdir: str, stage: str) -> epath.Path:
 def load(spec: str, *, workdir: str | None = None, preset: str | None = None, seed: int = 0,
          param_dtype: str = "float32", dtype: str | None = None, remat: bool | None = None,
          remat_policy: str | None = None, scan_layers: bool | None = None, lora_rank: int | None = None,
-         lora_alpha: float | None = None,
+         lora_alpha: float | None = None, lora_targets: str | None = None,
          tokenizer: str = "", reward_head: bool = False, mesh: Any = None,
          what: str = "model source") -> Loaded:
   """The model `spec` names (module docstring); `what` names the setting in error messages.
@@ -76,7 +76,7 @@ def load(spec: str, *, workdir: str | None = None, preset: str | None = None, se
   kind, _, where = spec.partition(":")
   overrides = {k: v for k, v in (("dtype", dtype), ("remat", remat), ("remat_policy", remat_policy),
                                  ("scan_layers", scan_layers), ("lora_rank", lora_rank),
-                                 ("lora_alpha", lora_alpha)) if v is not None}
+                                 ("lora_alpha", lora_alpha), ("lora_targets", lora_targets)) if v is not None}
   if spec == "scratch":
     if preset is None:
       raise ValueError(f"{what}='scratch' needs a preset (config model.preset)")
@@ -113,12 +113,12 @@ def load(spec: str, *, workdir: str | None = None, preset: str | None = None, se
   params = transformer.to_layout(cfg, params, stack=_stacker(params) if mesh is not None else None)
   if cfg.lora_rank and not reward_head and not lora.count(params):
     params = lora.merge(params, fresh_adapters(cfg, seed))
-  if mesh is not None:
-    logical = reward.logical_axes(cfg) if reward_head else transformer.logical_axes(cfg)
-    params = mesh_lib.put(params, mesh_lib.shardings_for(logical, params, mesh), dtype=cfg.param_dtype)
   if reward_head and "score" not in params:
     raise ValueError(f"{what}={spec!r}: not a scalar-head model (no 'score' param); give a meta RM / "
                      "scalar RM stage, export or Hugging Face *ForSequenceClassification folder")
+  if mesh is not None:
+    logical = reward.logical_axes(cfg) if reward_head else transformer.logical_axes(cfg)
+    params = mesh_lib.put(params, mesh_lib.shardings_for(logical, params, mesh), dtype=cfg.param_dtype)
   return Loaded(cfg, params, load_tokenizer(spec, workdir=workdir, tokenizer=tokenizer, what=what))
 
 

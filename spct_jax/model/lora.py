@@ -17,7 +17,7 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 SUFFIXES = ("_lora_a", "_lora_b")
 
@@ -64,21 +64,30 @@ def merge(base: Any, adapters: Any) -> Any:
   return out
 
 
-def fold(params: Any, alpha: float, rank: int) -> Any:
-  """Plain params: every adapted weight w replaced by w + (alpha / rank) * a @ b (reshaped to w's
-  shape, in w's dtype), the adapters dropped. With a leading `layers` axis the product is per layer."""
-  scale = alpha / rank
+def fold(params: Any, alpha: float, rank: int, dtype: Any = None) -> Any:
+  """Plain host params: every adapted weight w replaced by w + (alpha / rank) * a @ b (reshaped to
+  w's shape), the adapters dropped. Computed in float32 numpy on the host, one layer at a time with a
+  leading `layers` axis, and returned in `dtype` (None: w's dtype), so the update is not rounded
+  to a bf16 base's precision and no device holds a whole stacked weight."""
+  scale = np.float32(alpha / rank)
   out = {}
   for key, value in params.items():
     if isinstance(value, dict):
-      out[key] = fold(value, alpha, rank)
+      out[key] = fold(value, alpha, rank, dtype)
     elif not is_adapter(key):
       a, b = params.get(f"{key}_lora_a"), params.get(f"{key}_lora_b")
+      want = np.dtype(dtype) if dtype is not None else np.asarray(value).dtype
       if a is None:
-        out[key] = value
-      else:
-        delta = jnp.einsum("...cr,...ro->...co", a.astype(jnp.float32), b.astype(jnp.float32))
-        out[key] = (value.astype(jnp.float32) + scale * delta.reshape(value.shape)).astype(value.dtype)
+        out[key] = np.asarray(value).astype(want, copy=False)
+        continue
+      w = np.array(value, dtype=np.float32)  # a copy, updated in place
+      a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+      if a.ndim == 2:
+        w += scale * (a @ b).reshape(w.shape)
+      else:  # stacked layers: [L, c, r] @ [L, r, o], one layer at a time
+        for i in range(a.shape[0]):
+          w[i] += scale * (a[i] @ b[i]).reshape(w.shape[1:])
+      out[key] = w.astype(want, copy=False)
   return out
 
 

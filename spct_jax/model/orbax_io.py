@@ -27,13 +27,15 @@ def save(params: Any, model_config: dict, directory: str, tokenizer: Any = None)
   params = transformer.to_layout(config_lib.ModelConfig(scan_layers=False), params)
   if model_config.get("scan_layers"):
     model_config = {**model_config, "scan_layers": False}
+  import jax
   directory = paths.absolute(directory)
-  directory.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:  # the small files from one process, before Orbax's collective save
+    directory.mkdir(parents=True, exist_ok=True)  # (which every process leaves only when all are done)
+    (directory / "model_config.json").write_text(json.dumps(model_config, indent=2, sort_keys=True))
+    if tokenizer is not None:
+      tokenizer.save(directory)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(directory / "params", params, force=True)
-  (directory / "model_config.json").write_text(json.dumps(model_config, indent=2, sort_keys=True))
-  if tokenizer is not None:
-    tokenizer.save(directory)
   return str(directory)
 
 

@@ -82,23 +82,32 @@ def _abstract_relayout(abstract: Any, scanned: bool) -> Any:
   return _relayout(abstract, scanned, stack, take)
 
 
+def _saved_tree(mngr: ocp.CheckpointManager, step: int) -> Any:
+  """The saved state's tree of array metadata, read from the step's files (a manager that has not
+  saved or restored yet knows no handler for the item, so its item_metadata is empty)."""
+  with ocp.StandardCheckpointer() as ckptr:
+    meta = ckptr.metadata(paths.absolute(mngr.directory) / str(int(step)) / "state")
+  return getattr(getattr(meta, "item_metadata", meta), "tree", meta)
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:
   """Restores step `step` into the structure, dtypes and shardings of `abstract_state`; a step saved
   in the other layer layout is read as saved and converted."""
   want = _scanned(abstract_state)
-  saved = _scanned(getattr(mngr.item_metadata(step).state, "tree", None)) if want is not None else None
+  saved = _scanned(_saved_tree(mngr, step)) if want is not None else None
   target = abstract_state
   if saved is not None and saved != want:
     layout = {True: "scanned layers (model.scan_layers=True)", False: "per-layer (model.scan_layers=False)"}
-    print(f"[checkpoint] step {step} in {mngr.directory} holds {layout[saved]}; converting it to this "
-          f"run's {layout[want]}", flush=True)
+    if jax.process_index() == 0:
+      print(f"[checkpoint] step {step} in {mngr.directory} holds {layout[saved]}; converting it to this "
+            f"run's {layout[want]}", flush=True)
     target = _abstract_relayout(abstract_state, saved)
   args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
   out = mngr.restore(int(step), args=args)
   state = out.state
   if target is not abstract_state:
     shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
-    state = jax.jit(lambda s: _relayout(s, want), out_shardings=shardings)(state)
+    state = jax.jit(lambda s: _relayout(s, want), out_shardings=shardings, donate_argnums=0)(state)
   return state, dict(out.meta or {})
 
 

@@ -97,10 +97,19 @@ def load_model(cfg, workdir: str | None, spec: str | None = None, *, reward_head
   """The model `spec` (default cfg.init) names, with the config's preset, seed, dtypes and
   tokenizer (model/load.py), placed on `mesh` when given; `key` names the config field in errors."""
   spec = cfg.init if spec is None else spec
+  rank = cfg.model.get("lora_rank")
+  if rank and jax.process_index() == 0:
+    if reward_head:
+      print(f"[{cfg.get('stage', 'model')}] model.lora_rank={rank} is not applied here: a scalar-head stage trains every "
+            "param", flush=True)
+    elif spec == "scratch":
+      print(f"[{cfg.get('stage', 'model')}] model.lora_rank={rank} with init=scratch: the random base stays frozen and only "
+            "the adapters learn", flush=True)
   m = load_lib.load(spec, workdir=workdir, preset=cfg.model.preset, seed=cfg.seed,
                     param_dtype=cfg.model.param_dtype, dtype=cfg.model.dtype, remat=cfg.model.remat,
                     remat_policy=cfg.model.get("remat_policy"), scan_layers=cfg.model.get("scan_layers"),
-                    lora_rank=None if reward_head else cfg.model.get("lora_rank"), lora_alpha=cfg.model.get("lora_alpha"),
+                    lora_rank=None if reward_head else rank, lora_alpha=cfg.model.get("lora_alpha"),
+                    lora_targets=cfg.model.get("lora_targets"),
                     tokenizer=cfg.tokenizer, reward_head=reward_head, mesh=mesh, what=f"config {key}")
   return load_lib.check_vocab(m, f"config {key}={spec!r}")
 
@@ -121,7 +130,8 @@ def finish(s: StageRun, params: Any, last: dict, *, steps: int | None = None, **
   mcfg = s.mcfg
   if mcfg.lora_rank:  # the adapters on their own, and the model with them folded in as final/
     orbax_io.save(lora.split(params)[1], config_lib.to_dict(mcfg), s.out_dir / "adapters", s.tok)
-    params, mcfg = lora.fold(params, mcfg.lora_alpha, mcfg.lora_rank), config_lib.replace(mcfg, lora_rank=0)
+    params = lora.fold(params, mcfg.lora_alpha, mcfg.lora_rank, dtype=mcfg.param_dtype)
+    mcfg = config_lib.replace(mcfg, lora_rank=0)
   orbax_io.save(params, config_lib.to_dict(mcfg), s.out_dir / "final", s.tok)
   summary = {"stage": s.cfg.stage, **fields, "steps": s.cfg.train.steps if steps is None else steps,
              "wall_seconds": time.perf_counter() - s.t_start,

@@ -89,6 +89,8 @@ def test_a_step_saved_in_the_other_layer_layout_is_converted_on_resume(tmp_path,
   m = ckpt.manager(str(tmp_path / "ck"), keep_best=0)
   ckpt.save(m, 3, saved, meta={"data_position": 7})
   m.wait_until_finished()
+  m.close()
+  m = ckpt.manager(str(tmp_path / "ck"), keep_best=0)  # a new run: a fresh manager reads the step
   want = state(not saved_scan)
   got, meta, step = ckpt.restore_latest(m, ckpt.abstract_like(want))
   assert (step, meta) == (3, {"data_position": 7})
