@@ -107,7 +107,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> tupl
   state = out.state
   if target is not abstract_state:
     shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
-    state = jax.jit(lambda s: _relayout(s, want), out_shardings=shardings, donate_argnums=0)(state)
+    state = jax.jit(lambda s: _relayout(s, want), out_shardings=shardings)(state)
   return state, dict(out.meta or {})
 
 
