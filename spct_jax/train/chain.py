@@ -18,6 +18,7 @@ import json
 import os
 from typing import Any, Callable
 
+import jax
 from ml_collections import ConfigDict
 
 from spct_jax.model import bundled
@@ -141,7 +142,11 @@ def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict |
           f"Pass --config.bundled=False to train it here instead.", flush=True)
   else:
     summary = STAGES[cfg.stage](cfg, workdir)
-  (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+  # every process writes the same summary; through a private temporary file and a rename, so that a
+  # process reading the summaries (stage_table, the next stage) never sees another's half-written file
+  tmp = out_dir / f"summary.json.{jax.process_index()}.tmp"
+  tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
+  tmp.replace(out_dir / "summary.json")
   print(f"\nHeld-out accuracy by stage ({workdir}):\n{stage_table(workdir)}\n", flush=True)
   return summary
 
