@@ -32,6 +32,7 @@ def get_config():
   c.scalar_rm = "stage:scalar_rm"  # the Bradley-Terry baseline ("" = none)
   c.no_principles = ""            # baseline GRM trained without principles, e.g. export:runs/np/grpo/final
                                   # (prompted with the no_principles variant; "" = none)
+  c.stage_configs = {}            # stage name -> its config file, for missing stages ({} = <stage>.py)
   c.name = ""                     # results go to <workdir>/eval/<name> ("" = from init)
   c.data.n_responses = (2, 3, 4)  # synthetic test items: pairwise and multi-response
   c.eval.n = 1024                 # items (0 = every item of a file)

@@ -49,7 +49,9 @@ def get_config() -> ConfigDict:
   c.data.skip_invalid = False   # skip (and count) bad records instead of stopping at the first
   c.data.n_train = 16384        # synthetic items for training
   c.data.n_val = 256            # held-out synthetic items (another seed) for validation
+  c.data.world = "classic"      # synthetic world: classic (data/synthetic.py) | principled (data/principled.py)
   c.data.error_rate = 0.0       # teacher's rate of wrong (but well-formed) judgements
+  c.data.principle_skill = 0.4  # principled world: how often the teacher's main principle is the decisive one
   c.data.difficulty = 1
   c.data.n_responses = (1, 2, 3, 4)  # responses per synthetic item (n = 1: a 1..10 rating)
   c.data.style = "compact"      # GRM prompt style: compact (CPU default) | paper (appendix G)

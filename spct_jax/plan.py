@@ -87,12 +87,8 @@ def plan(cfg, mesh_shape, seq_len: int, *, exact_layers: bool = False, topology:
   from spct_jax import mesh as mesh_lib
   devices = topology_devices(topology) if topology else None
   mesh = mesh_lib.make_mesh(mesh_shape, devices)
-  mcfg = model_config.get_config(cfg.model.preset, dtype=cfg.model.dtype, param_dtype="float32",
-                                 remat=cfg.model.remat, remat_policy=cfg.model.get("remat_policy", "nothing_saveable"),
-                                 scan_layers=bool(cfg.model.get("scan_layers", False)),
-                                 lora_rank=int(cfg.model.get("lora_rank", 0)),
-                                 lora_alpha=float(cfg.model.get("lora_alpha", 16.0)),
-                                 **({"lora_targets": cfg.model.lora_targets} if cfg.model.get("lora_targets") else {}))
+  from spct_jax.train import stage
+  mcfg = model_config.get_config(cfg.model.preset, param_dtype="float32", **stage.model_overrides(cfg))
   t0 = time.perf_counter()
   if exact_layers or mcfg.scan_layers or mcfg.n_layers <= 4:
     out = _programs(cfg, mcfg, mesh, seq_len)

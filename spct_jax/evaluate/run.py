@@ -36,7 +36,7 @@ from spct_jax import mesh as mesh_lib
 from spct_jax import paths
 from spct_jax import rm
 from spct_jax import sampling as sampling_lib
-from spct_jax.data import sources, synthetic
+from spct_jax.data import sources
 from spct_jax.evaluate import metrics, report
 from spct_jax.example import GRMExample
 from spct_jax.grm import scores as scores_lib
@@ -62,8 +62,8 @@ def load_data(cfg) -> EvalData:
   source, n = cfg.data.source, cfg.eval.n
   if source == "synthetic":
     test_seed = cfg.eval.seed if cfg.eval.get("seed", -1) >= 0 else stage.seed(cfg, "test")
-    exs = synthetic.generate(n or 1024, seed=test_seed, difficulty=cfg.data.difficulty,
-                             n_responses=tuple(cfg.data.n_responses))
+    exs = stage.world(cfg).generate(n or 1024, seed=test_seed, difficulty=cfg.data.difficulty,
+                                    n_responses=tuple(cfg.data.n_responses))
     return EvalData(exs, [], "synthetic", "synthetic", f"synthetic test split (seed {test_seed})")
   fmt = cfg.data.format or "auto"
   if fmt == "auto":
@@ -207,7 +207,8 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
   compare = tuple(cfg.get("compare", ()))
   for spec in (cfg.init, cfg.meta_rm, cfg.scalar_rm, *compare):
     if spec.startswith("stage:") and config_path is not None:
-      chain.ensure(spec.split(":", 1)[1], config_path, workdir, overrides)
+      name = spec.split(":", 1)[1]
+      chain.ensure(name, config_path, workdir, overrides, cfg.get("stage_configs", {}).get(name))
   name = cfg.name or cfg.init.replace(":", "_").replace("/", "_").strip("_")
   out_dir = paths.absolute(workdir) / "eval" / name
   out_dir.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,9 @@ def fingerprint(cfg) -> str:
   if not d.get("model", {}).get("lora_rank", 0):  # LoRA off: the config means what it meant before LoRA existed
     _pop(d, "model.lora_rank")
     _pop(d, "model.lora_alpha")
+  if d.get("data", {}).get("world", "classic") == "classic":  # likewise before the principled world
+    _pop(d, "data.world")
+    _pop(d, "data.principle_skill")
   return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 

@@ -151,11 +151,12 @@ def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict |
   return summary
 
 
-def ensure(stage: str, config_path: str, workdir: str, overrides: dict | None = None) -> dict:
+def ensure(stage: str, config_path: str, workdir: str, overrides: dict | None = None,
+           filename: str | None = None) -> dict:
   """The summary of stage `stage` in `workdir`, running it first (with what it starts from) when
-  it is missing: its config is `<stage>.py` beside `config_path`, with this run's overrides of the
-  shared sections (model, tokenizer, mesh, seed, smoke)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(config_path)), f"{stage}.py")
+  it is missing: its config is `filename` (default `<stage>.py`) beside `config_path`, with this
+  run's overrides of the shared sections (model, tokenizer, mesh, seed, smoke)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(config_path)), filename or f"{stage}.py")
   return run_chain(apply_overrides(load_config(path), overrides or {}), path, workdir, overrides)
 
 

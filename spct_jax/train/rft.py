@@ -24,7 +24,6 @@ from etils import epath
 
 from spct_jax import judge as judge_lib
 from spct_jax import sampling as sampling_lib
-from spct_jax.data import synthetic
 from spct_jax.example import GRMExample, Turn
 from spct_jax.train import stage
 
@@ -145,9 +144,9 @@ def run(cfg, workdir: str) -> dict:
     if not pairs:
       print(f"[rft] WARNING: no trajectory kept; training on {n_mix} warm-up rows only", flush=True)
     if n_mix:
-      extra = synthetic.generate(n_mix, seed=stage.seed(cfg, "rft_teacher"), difficulty=cfg.data.difficulty,
-                                 n_responses=tuple(cfg.data.n_responses))
-      pairs += stage.teacher_pairs(extra, stage.seed(cfg, "rft_teacher"), cfg.data.error_rate, cfg.data.variant)
+      extra = stage.world(cfg).generate(n_mix, seed=stage.seed(cfg, "rft_teacher"), difficulty=cfg.data.difficulty,
+                                        n_responses=tuple(cfg.data.n_responses))
+      pairs += stage.teacher_pairs(cfg, extra, stage.seed(cfg, "rft_teacher"))
     rows, skipped = stage.sft_rows(pairs, s.tok, max_len=cfg.data.max_len, variant=cfg.data.variant,
                                    style=cfg.data.style)
     params, last = stage.fit_sft(s, s.params, rows)

@@ -32,7 +32,7 @@ import numpy as np
 from spct_jax import judge as judge_lib
 from spct_jax import mesh as mesh_lib
 from spct_jax import sampling as sampling_lib
-from spct_jax.data import pipeline, sources, synthetic
+from spct_jax.data import pipeline, principled, sources, synthetic
 from spct_jax.evaluate import metrics
 from spct_jax.grm import prompts
 from spct_jax.model import config as config_lib
@@ -92,6 +92,17 @@ class StageRun:
   t_start: float
 
 
+def model_overrides(cfg, reward_head: bool = False) -> dict:
+  """The config's `model` fields that override a loaded model's own config (compute dtype, remat,
+  layer layout, LoRA; a scalar-head model never takes LoRA), as keyword arguments of
+  model.load.load / model.config.get_config; unset fields are left out."""
+  m = cfg.model
+  out = {"dtype": m.dtype, "remat": m.remat, "remat_policy": m.get("remat_policy"),
+         "scan_layers": m.get("scan_layers"), "lora_rank": None if reward_head else m.get("lora_rank"),
+         "lora_alpha": m.get("lora_alpha"), "lora_targets": m.get("lora_targets") or None}
+  return {k: v for k, v in out.items() if v is not None}
+
+
 def load_model(cfg, workdir: str | None, spec: str | None = None, *, reward_head: bool = False,
                key: str = "init", mesh: Any = None) -> load_lib.Loaded:
   """The model `spec` (default cfg.init) names, with the config's preset, seed, dtypes and
@@ -106,10 +117,7 @@ def load_model(cfg, workdir: str | None, spec: str | None = None, *, reward_head
       print(f"[{cfg.get('stage', 'model')}] model.lora_rank={rank} with init=scratch: the random base stays frozen and only "
             "the adapters learn", flush=True)
   m = load_lib.load(spec, workdir=workdir, preset=cfg.model.preset, seed=cfg.seed,
-                    param_dtype=cfg.model.param_dtype, dtype=cfg.model.dtype, remat=cfg.model.remat,
-                    remat_policy=cfg.model.get("remat_policy"), scan_layers=cfg.model.get("scan_layers"),
-                    lora_rank=None if reward_head else rank, lora_alpha=cfg.model.get("lora_alpha"),
-                    lora_targets=cfg.model.get("lora_targets"),
+                    param_dtype=cfg.model.param_dtype, **model_overrides(cfg, reward_head),
                     tokenizer=cfg.tokenizer, reward_head=reward_head, mesh=mesh, what=f"config {key}")
   return load_lib.check_vocab(m, f"config {key}={spec!r}")
 
@@ -231,7 +239,7 @@ def items(cfg, n: int, seed: int, split: str = "train") -> list:
   any format `sources.load_examples` reads; the held-out split is cfg.data.val_source)."""
   source = cfg.data.source if split == "train" else cfg.data.get("val_source", "") or "synthetic"
   if source == "synthetic":
-    return synthetic.generate(n, seed=seed, difficulty=cfg.data.difficulty, n_responses=tuple(cfg.data.n_responses))
+    return world(cfg).generate(n, seed=seed, difficulty=cfg.data.difficulty, n_responses=tuple(cfg.data.n_responses))
   examples, stats = sources.load_examples(source, cfg.data.format or "auto", skip_invalid=cfg.data.get("skip_invalid", False))
   print(f"[data] {source}: {stats.summary()}", flush=True)
   if not examples:
@@ -243,18 +251,33 @@ def items(cfg, n: int, seed: int, split: str = "train") -> list:
 def validation_examples(cfg) -> list:
   """Held-out items (pairwise and multi-response when synthetic): the same for every stage."""
   if (cfg.data.get("val_source", "") or "synthetic") == "synthetic":
-    return synthetic.generate(cfg.eval.n, seed=seed(cfg, "validation"), difficulty=cfg.data.difficulty,
-                              n_responses=(2, 3, 4))
+    return world(cfg).generate(cfg.eval.n, seed=seed(cfg, "validation"), difficulty=cfg.data.difficulty,
+                               n_responses=(2, 3, 4))
   return items(cfg, cfg.eval.n, seed(cfg, "validation"), split="val")
 
 
-def teacher_pairs(examples, seed: int, error_rate: float, variant: str) -> list[tuple]:
-  """Each example in a random order with the teacher's critique for that order."""
+WORLDS = {"classic": synthetic, "principled": principled}
+
+
+def world(cfg):
+  """The synthetic world `cfg.data.world` names (data/synthetic.py, data/principled.py)."""
+  name = cfg.data.get("world", "classic")
+  if name not in WORLDS:
+    raise ValueError(f"config data.world={name!r}: expected one of {tuple(WORLDS)}")
+  return WORLDS[name]
+
+
+def teacher_pairs(cfg, examples, seed: int) -> list[tuple]:
+  """Each example in a random order with the teacher's critique for that order (the world's
+  teacher, cfg.data.error_rate; in the principled world also cfg.data.principle_skill), in the
+  prompt variant cfg.data.variant."""
   rng = np.random.default_rng(seed)
+  mod, variant = world(cfg), cfg.data.variant
+  kw = {"skill": cfg.data.principle_skill} if mod is principled else {}
   pairs = []
   for ex in examples:
     shown, _ = prompts.shuffle(ex, rng)
-    critique = synthetic.teacher_critique(shown, rng, error_rate=error_rate)
+    critique = mod.teacher_critique(shown, rng, error_rate=cfg.data.error_rate, **kw)
     if variant == "no_principles":
       critique = critique.split("\n", 1)[1] if critique.startswith(prompts.PRINCIPLES_LABEL) else critique
     pairs.append((shown, critique))

@@ -7,7 +7,6 @@ held-out items (another seed).
 """
 from __future__ import annotations
 
-from spct_jax.data import synthetic
 from spct_jax.train import stage
 
 
@@ -16,9 +15,8 @@ def run(cfg, workdir: str) -> dict:
   if cfg.data.source != "synthetic":
     raise ValueError(f"config data.source={cfg.data.source!r}: the warm-up trains on the synthetic "
                      "teacher's critiques; start later stages from your own data instead")
-  train = synthetic.generate(cfg.data.n_train, seed=stage.seed(cfg, "warmup"), difficulty=cfg.data.difficulty,
-                             n_responses=tuple(cfg.data.n_responses))
-  pairs = stage.teacher_pairs(train, stage.seed(cfg, "warmup"), cfg.data.error_rate, cfg.data.variant)
+  train = stage.items(cfg, cfg.data.n_train, stage.seed(cfg, "warmup"))
+  pairs = stage.teacher_pairs(cfg, train, stage.seed(cfg, "warmup"))
   rows, skipped = stage.sft_rows(pairs, s.tok, max_len=cfg.data.max_len, variant=cfg.data.variant,
                                  style=cfg.data.style, prompt_weight=cfg.data.get("prompt_loss_weight", 0.0))
   n_tokens = int((rows["loss_mask"] > 0).sum())

@@ -24,13 +24,14 @@ def test_fingerprint_ignores_logging_and_sees_everything_else():
   base = bundled.fingerprint(cfg)
   for key, value in (("train.log_every", 3), ("train.ckpt_every", 7), ("bundled", False),
                      ("checkpoint.keep_last", 9), ("smoke_sizes.train.steps", 5),
-                     ("model.scan_layers", True), ("model.remat_policy", "dots"), ("model.lora_alpha", 3.0)):
+                     ("model.scan_layers", True), ("model.remat_policy", "dots"), ("model.lora_alpha", 3.0),
+                     ("data.principle_skill", 0.9)):  # the classic world has no principle skill
     other = cfg.copy_and_resolve_references()
     section, _, leaf = key.rpartition(".")
     (other[section] if section else other)[leaf] = value
     assert bundled.fingerprint(other) == base, key
   for key, value in (("seed", 1), ("train.steps", 5), ("model.preset", "tiny"), ("data.prompt_loss_weight", 0.5),
-                     ("model.lora_rank", 4)):
+                     ("model.lora_rank", 4), ("data.world", "principled")):
     other = cfg.copy_and_resolve_references()
     section, _, leaf = key.rpartition(".")
     (other[section] if section else other)[leaf] = value

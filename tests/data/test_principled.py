@@ -1,0 +1,180 @@
+"""The principled world: items read back from their text, a wrong principle picks a specific wrong
+response, the teacher's documented noise, and no shortcut in the responses' text."""
+import collections
+import re
+
+import numpy as np
+import pytest
+
+from spct_jax.data import principled, synthetic
+from spct_jax.example import GRMExample, assistant, user
+from spct_jax.grm import prompts, scores
+from spct_jax.train import chain, stage
+
+
+@pytest.fixture(scope="module")
+def items():
+  return {d: principled.generate(400, seed=20 + d, difficulty=d) for d in principled.DIFFICULTIES}
+
+
+def test_same_seed_same_items_and_item_i_depends_on_seed_and_i():
+  a = principled.generate(50, seed=3)
+  assert a == principled.generate(50, seed=3)
+  assert principled.generate(20, seed=3) == a[:20]
+  assert sum(x != y for x, y in zip(a, principled.generate(50, seed=4))) >= 45
+  assert len({ex.id for ex in a}) == 50
+
+
+def test_the_reader_recovers_the_construction(items):
+  for d, exs in items.items():
+    assert {ex.n for ex in exs} == set(principled.RESPONSE_COUNTS)
+    assert set(collections.Counter(ex.family for ex in exs)) == set(principled.FAMILIES)
+    assert len(collections.Counter(ex.label for ex in exs if ex.n == 4)) == 4
+    for ex in exs:
+      rd = principled.read(ex)
+      assert rd.decisive == ex.family
+      assert len(rd.contested) == max(ex.n, 3)
+      # every response meets exactly one contested criterion; the best one meets the decisive one
+      met = [[c for c in rd.contested if m[c]] for m in rd.meets]
+      assert all(len(m) == 1 for m in met), (ex, met)
+      assert met[ex.label] == [rd.decisive]
+      # criteria nobody contests are met by every response
+      assert all(m[c] for m in rd.meets for c in principled.CRITERIA if c not in rd.contested)
+      grades = principled.check(ex)
+      assert grades.index(max(grades)) == ex.label and grades.count(max(grades)) == 1
+      assert len(set(ex.responses)) == ex.n
+
+
+def test_a_wrong_main_principle_picks_the_response_that_meets_it_never_a_random_one(items):
+  for ex in items[2]:
+    rd = principled.read(ex)
+    for main in rd.contested:
+      for weight in principled.MAIN_WEIGHTS[len(rd.contested)]:
+        g = principled._grades(rd, main, weight)
+        winners = [i for i, m in enumerate(rd.meets) if m[main]]
+        if winners:
+          assert g.index(max(g)) == winners[0] and g.count(max(g)) == 1
+          assert (winners[0] == ex.label) == (main == rd.decisive)
+        else:  # a criterion both responses of a pair fail: no winner
+          assert len(set(g)) == 1
+
+
+@pytest.mark.parametrize("skill", [0.0, 0.4, 1.0])
+def test_teacher_is_right_exactly_when_its_main_principle_is_the_decisive_one(items, skill):
+  rng = np.random.default_rng(7)
+  exs = items[1] + items[3]
+  right, expected = 0, 0.0
+  for ex in exs:
+    shown, _ = prompts.shuffle(ex, rng)
+    text = principled.teacher_critique(shown, rng, skill=skill)
+    ok = scores.is_correct(scores.parse_scores(text, shown.n), shown.label, shown.n)
+    principles, _ = prompts.split_critique(text)
+    rd = principled.read(shown)
+    first = principles.split(";")[0]
+    decisive_first = first.startswith(principled._principle(rd.decisive, rd.refs))
+    assert ok == decisive_first, text
+    habit = next(c for c in principled.HABIT if c in rd.contested)
+    expected += 1.0 if habit == rd.decisive else skill
+    weights = [int(w) for w in re.findall(r"weight (\d+)%", principles)]
+    assert len(weights) == len(rd.contested) and 98 <= sum(weights) <= 100 and weights[0] > max(weights[1:])
+    right += ok
+  sigma = np.sqrt(len(exs) * 0.25)
+  assert abs(right - expected) <= 4 * sigma + 1e-9, (right, expected)
+  if skill == 1.0:
+    assert right == len(exs)
+
+
+def _features(exs, vocab=None):
+  """Per response: bag of words (the final mark as a word), word and character length, position
+  and count one-hot; each also centred within its item (so differences from the item's other
+  responses count too)."""
+  def words(text):
+    return re.findall(r"[A-Za-z]+|[.!?]", text)
+  if vocab is None:
+    vocab = sorted({w for ex in exs for r in ex.responses for w in words(r)})
+  index = {w: i for i, w in enumerate(vocab)}
+  rows, groups, ys = [], [], []
+  for g, ex in enumerate(exs):
+    block = []
+    for pos, r in enumerate(ex.responses):
+      f = np.zeros(len(vocab) + 2 + 4 + 3)
+      for w in words(r):
+        if w in index:
+          f[index[w]] += 1
+      f[len(vocab)] = len(words(r)) / 10
+      f[len(vocab) + 1] = len(r) / 50
+      f[len(vocab) + 2 + pos] = 1
+      f[len(vocab) + 6 + ex.n - 2] = 1
+      block.append(f)
+      ys.append(float(pos == ex.label))
+      groups.append(g)
+    block = np.array(block)
+    rows.append(np.concatenate([block, block - block.mean(0)], axis=1))
+  return np.concatenate(rows), np.array(groups), np.array(ys), vocab
+
+
+def _fit_and_pick(train, test, steps=400, lr=0.5, l2=1e-3):
+  """A logistic regression on the responses' text features: its held-out best-of-item accuracy."""
+  x, _, y, vocab = _features(train)
+  w = np.zeros(x.shape[1])
+  b = 0.0
+  for _ in range(steps):
+    p = 1 / (1 + np.exp(-(x @ w + b)))
+    w -= lr * (x.T @ (p - y) / len(y) + l2 * w)
+    b -= lr * float(np.mean(p - y))
+  xt, groups, _, _ = _features(test, vocab)
+  s = xt @ w
+  hits, start = [], 0
+  for ex in test:
+    hits.append(int(np.argmax(s[start:start + ex.n])) == ex.label)
+    start += ex.n
+  chance = float(np.mean([1 / ex.n for ex in test]))
+  return float(np.mean(hits)), chance
+
+
+def test_no_lexical_shortcut_a_text_only_classifier_stays_at_chance():
+  train = principled.generate(3000, seed=101)
+  test = principled.generate(1000, seed=202)
+  acc, chance = _fit_and_pick(train, test)
+  assert acc <= chance + 0.05, (acc, chance)
+  # the same classifier finds the classic world's shortcuts (a negative control: it can fail)
+  classic_train = [ex for ex in synthetic.generate(4000, seed=101, n_responses=(2, 3, 4))]
+  classic_test = [ex for ex in synthetic.generate(1300, seed=202, n_responses=(2, 3, 4))]
+  acc_c, chance_c = _fit_and_pick(classic_train, classic_test)
+  assert acc_c >= chance_c + 0.15, (acc_c, chance_c)
+
+
+def test_bad_input_names_the_item_and_the_knob():
+  classic = synthetic.generate(1, seed=0, families=("bias",), n_responses=(2,))[0]
+  with pytest.raises(ValueError, match=r"id='bias-0-0'.*introduction"):
+    principled.read(classic)
+  ex = principled.generate(1, seed=0)[0]
+  broken = GRMExample(context=ex.context[:2] + (user(ex.context[2].text + " Thanks."),),
+                      responses=ex.responses, label=ex.label, family=ex.family, id="x1")
+  with pytest.raises(ValueError, match="id='x1'.*purpose sentence"):
+    principled.read(broken)
+  with pytest.raises(ValueError, match=r"n_responses=\(1, 2\)"):
+    principled.generate(3, seed=0, n_responses=(1, 2))
+  with pytest.raises(ValueError, match="skill=1.5"):
+    principled.teacher_critique(ex, 0, skill=1.5)
+  assert principled.read(GRMExample(context=(user("Hi, I am Ana. My friend Bo says hello."), assistant("Hello, Ana!"),
+                                             user("Table: Varo: capital Kell, river Orin. What is the capital "
+                                                  "of Varo? I need the right answer for a quiz.")),
+                                    responses=("Ana, the capital of Varo is Kell.", "Ana, the capital of Varo is Orin."),
+                                    label=0, family="fact", id="hand")).contested == ("fact",)
+
+
+def test_stages_read_the_world_from_the_config():
+  cfg = chain.load_config(str(stage_root() / "warmup_principled.py"))
+  exs = stage.items(cfg, 6, seed=1)
+  assert all(ex.id.startswith("principled-") for ex in exs)
+  pairs = stage.teacher_pairs(cfg, exs, seed=1)
+  assert all(prompts.PRINCIPLES_LABEL in c for _, c in pairs)
+  cfg.data.world = "other"
+  with pytest.raises(ValueError, match="data.world='other'"):
+    stage.items(cfg, 2, seed=1)
+
+
+def stage_root():
+  import pathlib
+  return pathlib.Path(__file__).resolve().parents[2] / "configs"
