@@ -1,6 +1,8 @@
 """Evaluation in the principled world: configs/eval.py on that world's test items, the GRPO model
-of configs/grpo_principled.py beside its warm-up and RFT models (no meta RM or scalar RM for this
-world yet: pass --config.meta_rm=stage:<name> / --config.scalar_rm=stage:<name> once trained).
+of configs/grpo_principled.py beside its warm-up and RFT models, with this world's meta RM and
+scalar-RM baseline (configs/meta_rm_principled.py, configs/scalar_rm_principled.py; each trained
+in the workdir when missing). The results add, per GRM, how often its main principle is the
+item's decisive one (greedy and over the pool).
 
 Run:   python -m spct_jax.evaluate --config=configs/eval_principled.py --workdir=runs/principled
 """
@@ -17,7 +19,6 @@ def get_config():
   n = c.eval.n
   warmup_principled.apply_world(c)
   c.eval.n = n  # the evaluation's own 1,024 test items
-  c.meta_rm = ""
-  c.stage_configs = {"warmup": "warmup_principled.py", "rft": "rft_principled.py", "grpo": "grpo_principled.py"}
-  c.scalar_rm = ""
+  c.stage_configs = {"warmup": "warmup_principled.py", "rft": "rft_principled.py", "grpo": "grpo_principled.py",
+                     "meta_rm": "meta_rm_principled.py", "scalar_rm": "scalar_rm_principled.py"}
   return c

@@ -1,6 +1,6 @@
 import sys
 """Trains a stage with its config exactly as written (the chain before it too, when missing) and
-bundles the result in the package, spct_jax/assets/bundled/<stage>/, so that a chain reaching this
+bundles the result in the package, spct_jax/assets/bundled/<name>/ (bundled.name), so that a chain reaching this
 stage with this exact config installs it instead of training (spct_jax/train/bundled.py).
 
     python scripts/bundle_stage.py --config=configs/warmup.py --workdir=runs/bundle
@@ -29,7 +29,7 @@ def main(argv):
   summary = chain.run_chain(train_cfg, path, _WORKDIR.value)
   if _MEASURED_ON.value:
     summary["measured_on"] = _MEASURED_ON.value
-  dest = os.path.join(os.path.dirname(bundled.__file__), "..", "assets", "bundled", cfg.stage)
+  dest = os.path.join(os.path.dirname(bundled.__file__), "..", "assets", "bundled", bundled.name(cfg))
   bundled.save(cfg, load.stage_dir(_WORKDIR.value, cfg.stage), summary, os.path.normpath(dest))
   print(f"bundled {cfg.stage} -> {os.path.normpath(dest)} (fingerprint {bundled.fingerprint(cfg)[:12]})")
 

@@ -209,12 +209,25 @@ def read(ex: GRMExample) -> Reading:
   return Reading(contested, decisive[0], refs, tuple(meets), tuple(said))
 
 
+OPENINGS = {"fact": "Gives the capital", "memory": "Calls the user", "format": "Ends with",
+            "fairness": "Judges no group", "complete": "Gives the river"}  # how each criterion's principle starts
+
+
 def _principle(c: str, refs: dict) -> str:
-  return {"fact": f"Gives the capital of {refs['entity']}, {refs['capital']}",
-          "memory": f"Calls the user {refs['name']}",
-          "format": f"Ends with '{refs['ending']}'",
-          "fairness": "Judges no group of people",
-          "complete": f"Gives the river, {refs['river']}"}[c]
+  return OPENINGS[c] + {"fact": f" of {refs['entity']}, {refs['capital']}",
+                        "memory": f" {refs['name']}",
+                        "format": f" '{refs['ending']}'",
+                        "fairness": " of people",
+                        "complete": f", {refs['river']}"}[c]
+
+
+def main_principle(critique: str) -> str | None:
+  """The criterion of a critique's first (main) principle, read from how it starts (OPENINGS);
+  None when the critique has no principles or they start otherwise. Which principle a GRM puts
+  first is what this world tests: `main_principle(c) == example.family` is a right choice."""
+  from spct_jax.grm import prompts
+  principles, _ = prompts.split_critique(critique)
+  return next((c for c, start in OPENINGS.items() if principles.strip().startswith(start)), None)
 
 
 def _clause(c: str, refs: dict, s: dict, met: bool) -> str:

@@ -36,6 +36,7 @@ from spct_jax import mesh as mesh_lib
 from spct_jax import paths
 from spct_jax import rm
 from spct_jax import sampling as sampling_lib
+from spct_jax.data import principled
 from spct_jax.data import sources
 from spct_jax.evaluate import metrics, report
 from spct_jax.example import GRMExample
@@ -159,6 +160,12 @@ def model_summary(j: Judged, exs, ranked: list[int], ks, cfg) -> tuple[dict, dic
   for m, by_k in table.items():
     out[m] = {str(k): float(v.mean()) for k, v in by_k.items()}
     out[f"{m}_ci"] = {str(k): list(metrics.bootstrap_ci(v, e.n_boot, seed=boot)) for k, v in by_k.items()}
+  if stage.world(cfg) is principled and cfg.data.source == "synthetic" and j.variant != "no_principles":
+    # how often the critique's main principle is the item's decisive one (greedy; over the pool)
+    out["decisive_first"] = float(np.mean([principled.main_principle(j.greedy[i].texts[0]) == exs[i].family
+                                           for i in ranked])) if len(rx) else None
+    out["decisive_first_pool"] = float(np.mean([principled.main_principle(t) == exs[i].family
+                                                for i in ranked for t in j.pool[i].texts])) if len(rx) else None
   fams = sorted({ex.family for ex in rx})
   out["greedy_per_family"] = {f: float(np.mean([c for c, ex in zip(greedy, rx) if ex.family == f])) for f in fams}
   if used:

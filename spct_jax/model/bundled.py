@@ -13,7 +13,8 @@ changes the fingerprint, and the stage trains as usual; `--config.bundled=False`
 
     python scripts/bundle_stage.py --config=configs/warmup.py --workdir=runs/bundle   # rebuilds it
 
-Layout of spct_jax/assets/bundled/<stage>/: model.safetensors (params, '/'-joined paths),
+Layout of spct_jax/assets/bundled/<name>/ (the stage, e.g. `warmup`, or `<stage>_<world>` for a data
+world other than the classic one): model.safetensors (params, '/'-joined paths),
 model_config.json, summary.json, fingerprint.txt.
 """
 from __future__ import annotations
@@ -71,11 +72,18 @@ def folder(stage: str) -> str:
   return path
 
 
+def name(cfg) -> str:
+  """The bundled folder name of cfg's stage: the stage ("warmup"), with the data world appended
+  when it is not the classic one ("warmup_principled"); `init="bundled:<name>"` loads it."""
+  world = cfg.get("data", {}).get("world", "classic")
+  return cfg.stage if world == "classic" else f"{cfg.stage}_{world}"
+
+
 def find(cfg) -> str | None:
-  """The bundled folder of cfg.stage when cfg.bundled is set and the fingerprints match."""
+  """The bundled folder of cfg's stage (see name) when cfg.bundled is set and the fingerprints match."""
   if not cfg.get("bundled", False):
     return None
-  folder = os.path.join(_root(), cfg.stage)
+  folder = os.path.join(_root(), name(cfg))
   path = os.path.join(folder, "fingerprint.txt")
   if not os.path.exists(path):
     return None

@@ -308,7 +308,8 @@ def sft_rows(pairs, tok, *, max_len: int, variant: str, style: str, prompt_weigh
 # ---- Held-out accuracy.
 
 def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, style: str) -> dict:
-  """Greedy and voting@k (sum) accuracy on held-out items."""
+  """Greedy and voting@k (sum) accuracy on held-out items, per family, and in the principled world
+  the share of greedy critiques that put the decisive principle first (val_decisive_first)."""
   common = dict(cfg=mcfg, params=params, tok=tok, max_new_tokens=cfg.eval.max_new_tokens,
                 seed=seed(cfg, "heldout"), variant=variant, style=style, mesh=mesh)
   t0 = time.perf_counter()
@@ -319,6 +320,9 @@ def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, st
   correct = metrics.pool_correct(examples, [j.scores for j in greedy])
   per_family = {f"val_accuracy_{f}": float(np.mean([c for c, ex in zip(correct, examples) if ex.family == f]))
                 for f in sorted({ex.family for ex in examples})}
+  if world(cfg) is principled:  # the share of greedy critiques whose main principle is the decisive one
+    per_family["val_decisive_first"] = float(np.mean([principled.main_principle(j.texts[0]) == ex.family
+                                                      for j, ex in zip(greedy, examples)]))
   return {"val_accuracy": g["accuracy"], "val_valid_rate": g["valid_rate"],
           "val_chance": float(np.mean([1.0 / ex.n if ex.n >= 2 else 0.0 for ex in examples])),
           f"val_voting@{cfg.eval.k}_accuracy": v["accuracy"], f"val_voting@{cfg.eval.k}_valid_rate": v["valid_rate"],

@@ -73,6 +73,8 @@ def test_teacher_is_right_exactly_when_its_main_principle_is_the_decisive_one(it
     first = principles.split(";")[0]
     decisive_first = first.startswith(principled._principle(rd.decisive, rd.refs))
     assert ok == decisive_first, text
+    assert principled.main_principle(text) == (rd.decisive if decisive_first else
+                                               next(c for c in principled.HABIT if c in rd.contested))
     habit = next(c for c in principled.HABIT if c in rd.contested)
     expected += 1.0 if habit == rd.decisive else skill
     weights = [int(w) for w in re.findall(r"weight (\d+)%", principles)]
@@ -144,6 +146,13 @@ def test_no_lexical_shortcut_a_text_only_classifier_stays_at_chance():
   assert acc_c >= chance_c + 0.15, (acc_c, chance_c)
 
 
+def test_main_principle_is_none_without_readable_principles():
+  analysis_only = prompts.format_critique("", "Response 1 says Lome.", [7, 2])
+  assert principled.main_principle(analysis_only) is None
+  assert principled.main_principle(prompts.format_critique("Is polite (weight 60%).", "x", [7, 2])) is None
+  assert principled.main_principle("no format at all") is None
+
+
 def test_bad_input_names_the_item_and_the_knob():
   classic = synthetic.generate(1, seed=0, families=("bias",), n_responses=(2,))[0]
   with pytest.raises(ValueError, match=r"id='bias-0-0'.*introduction"):
@@ -178,3 +187,29 @@ def test_stages_read_the_world_from_the_config():
 def stage_root():
   import pathlib
   return pathlib.Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_evaluation_reports_how_often_the_main_principle_is_the_decisive_one():
+  from spct_jax import judge as judge_lib
+  from spct_jax.evaluate import report
+  from spct_jax.evaluate import run as eval_run
+  cfg = chain.load_config(str(stage_root() / "eval_principled.py"))
+  cfg.eval.update(n_boot=20, n_draws=2)
+  exs = principled.generate(40, seed=5)
+  rng = np.random.default_rng(0)
+
+  def judgement(ex, k, skill):
+    texts = [principled.teacher_critique(ex, rng, skill=skill) for _ in range(k)]
+    return judge_lib.Judgement(texts, [scores.parse_scores(t, ex.n) for t in texts], [tuple(range(ex.n))] * k)
+
+  greedy = [judgement(ex, 1, 1.0) for ex in exs]       # the oracle's greedy critique
+  pool = [judgement(ex, 4, 0.0) for ex in exs]         # a pool of the habitual favourite only
+  out, _ = eval_run.model_summary(eval_run.Judged("grpo", "stage:grpo", "default", greedy, pool), exs,
+                                  list(range(len(exs))), (1, 2, 4), cfg)
+  habit_is_decisive = np.mean([next(c for c in principled.HABIT if c in principled.read(ex).contested) == ex.family
+                               for ex in exs])
+  assert out["decisive_first"] == 1.0 and out["greedy"] == 1.0
+  assert out["decisive_first_pool"] == pytest.approx(habit_is_decisive) and 0 < habit_is_decisive < 1
+  table = report.comparison_table({"models": {"grpo": out}})
+  assert "decisive principle first (greedy / pool)" in table
+  assert f"| 100.0 / {100 * habit_is_decisive:.1f} |" in table

@@ -55,6 +55,10 @@ def test_save_find_install_round_trip(tmp_path, monkeypatch):
   moved = cfg.copy_and_resolve_references()
   moved.seed = 3
   assert bundled.find(moved) is None
+  other_world = cfg.copy_and_resolve_references()  # another world's warm-up has a folder of its own
+  other_world.data.world = "principled"
+  assert bundled.name(cfg) == "warmup" and bundled.name(other_world) == "warmup_principled"
+  assert bundled.find(other_world) is None
   summary = bundled.install(bundled.find(cfg), str(tmp_path / "other" / "warmup"), Tokenizer.load())
   assert summary["bundled"] is True and summary["val_accuracy"] == 0.5
   got, got_cfg = orbax_io.load(str(tmp_path / "other" / "warmup" / "final"))
