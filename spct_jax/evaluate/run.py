@@ -179,8 +179,9 @@ def differences(main: str, chain_names: list[str], per_item: dict[str, dict[str,
                 cfg) -> dict[str, dict]:
   """Paired bootstrap differences between stages, methods and baselines (those evaluated):
   each stage against the one before at greedy, voting@top against greedy, meta-RM voting against
-  sum voting, SPCT against the GRM without principles and against the scalar RM, and every step
-  of the sum-voting curve (voting@2k - voting@k)."""
+  sum voting, SPCT against the GRM without principles (every stage of the chain at greedy, the
+  main GRM also at voting@top) and against the scalar RM, and every step of the sum-voting curve
+  (voting@2k - voting@k)."""
   e, boot = cfg.eval, stage.seed(cfg, "eval_bootstrap")
   out = {}
 
@@ -202,6 +203,9 @@ def differences(main: str, chain_names: list[str], per_item: dict[str, dict[str,
       continue
     b = per_item[base]
     add(f"{main} - {base}, greedy", m["greedy"], b["greedy"])
+    if base == "no_principles":  # the baseline may be any stage of its own chain: each stage against it
+      for name in (n for n in chain_names if n != main):
+        add(f"{name} - {base}, greedy", per_item[name]["greedy"], b["greedy"])
     if f"sum@{top}" in m:
       add(f"{main} sum@{top} - {base} {'sum@' + str(top) if base == 'no_principles' else 'greedy'}",
           m[f"sum@{top}"], b.get(f"sum@{top}", b["greedy"]))

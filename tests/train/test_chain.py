@@ -69,7 +69,7 @@ def test_evaluate_trains_what_it_needs_and_writes_every_output(chain):
   diffs = results["differences"]
   for label in ("rft - warmup, greedy", "grpo - rft, greedy", "grpo sum@4 - grpo greedy", "grpo meta@4 - grpo sum@4",
                 "grpo - no_principles, greedy", "grpo sum@4 - no_principles sum@4", "grpo - scalar_rm, greedy",
-                "grpo sum@2 - grpo sum@1"):
+                "grpo sum@2 - grpo sum@1", "warmup - no_principles, greedy", "rft - no_principles, greedy"):
     d = diffs[label]
     assert d["n"] == 4 and d["ci"][0] <= d["diff"] <= d["ci"][1], (label, d)
   assert "paired difference" in (out / "results.md").read_text()
