@@ -28,7 +28,7 @@ def get_config():
       max_new_tokens=160,
       hinted=True,           # hinted sampling for items with no correct critique
       max_hinted_share=0.2,  # at most this share of the kept trajectories may be hinted
-      warmup_rows_per_item=0.25,  # teacher rows mixed in: this many per sampled item
+      warmup_rows_per_item=0.25,  # teacher rows mixed in (those the reward rule accepts): this many per sampled item
       sampler_batch=32,
   )
   c.smoke_sizes.rft = dict(n_items=8, n_samples=2, max_new_tokens=16, sampler_batch=2)

@@ -15,8 +15,9 @@ The user's purpose sentence decides which one matters, by a fixed rule a careful
 (PURPOSES: "I will copy the answer into a report." -> fact, "It goes on a public board." ->
 fairness, ...). Responses are built so that each meets exactly one contested criterion and fails
 the others: the best response meets the decisive one, and every other response meets another one,
-so a critique that applies a wrong principle picks a specific wrong response, not a random one,
-and nothing in a response's text alone (words, length, position) tells the best one apart
+so a critique that applies a wrong principle picks a specific wrong response, not a random one
+(except on 2-response items, where one contested criterion is met by neither response: a critique
+led by that one scores both alike, a tie, which the reward rule counts as wrong), and nothing in a response's text alone (words, length, position) tells the best one apart
 (tests/data/test_principled.py fits such a classifier). Criteria that are not contested are met
 by every response and never asked for.
 

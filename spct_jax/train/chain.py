@@ -101,9 +101,24 @@ def upstream_config_path(cfg: ConfigDict, config_path: str) -> str:
   return os.path.join(os.path.dirname(os.path.abspath(config_path)), name)
 
 
+def done_summary(cfg: ConfigDict, workdir: str, stage: str) -> dict | None:
+  """The summary of `stage` when it is done in `workdir` (None when not), after checking that it
+  was trained in cfg's synthetic world (a ValueError naming the file when not; summaries written
+  before the world was recorded are not checked)."""
+  if not is_done(workdir, stage):
+    return None
+  path = load_lib.stage_dir(workdir, stage) / "summary.json"
+  summary = json.loads(path.read_text())
+  want, got = cfg.data.get("world", "classic"), summary.get("data_world")
+  if got is not None and got != want:
+    raise ValueError(f"{path}: stage {stage} was trained with data.world={got!r}, but this config "
+                     f"({cfg.stage}) uses data.world={want!r}; use a workdir of its own for each world")
+  return summary
+
+
 def _upstream(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict) -> tuple[ConfigDict, str] | None:
   """(config, path) of the stage cfg starts from when it is a missing stage of `workdir`."""
-  if not cfg.init.startswith("stage:") or is_done(workdir, cfg.init.split(":", 1)[1]):
+  if not cfg.init.startswith("stage:") or done_summary(cfg, workdir, cfg.init.split(":", 1)[1]) is not None:
     return None
   path = upstream_config_path(cfg, config_path)
   return apply_overrides(load_config(path), overrides), path
@@ -126,8 +141,8 @@ def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict |
           f"running {up[1]}", flush=True)
     run_chain(*up, workdir, overrides)
   out_dir = load_lib.stage_dir(workdir, cfg.stage)
-  if is_done(workdir, cfg.stage):
-    summary = json.loads((out_dir / "summary.json").read_text())
+  summary = done_summary(cfg, workdir, cfg.stage)
+  if summary is not None:
     print(f"[chain] {cfg.stage} is already done in {workdir}", flush=True)
     return summary
   if cfg.stage not in STAGES:
@@ -142,6 +157,7 @@ def run_chain(cfg: ConfigDict, config_path: str, workdir: str, overrides: dict |
           f"Pass --config.bundled=False to train it here instead.", flush=True)
   else:
     summary = STAGES[cfg.stage](cfg, workdir)
+  summary = {**summary, "data_world": cfg.data.get("world", "classic")}
   # every process writes the same summary; through a private temporary file and a rename, so that a
   # process reading the summaries (stage_table, the next stage) never sees another's half-written file
   tmp = out_dir / f"summary.json.{jax.process_index()}.tmp"

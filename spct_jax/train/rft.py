@@ -6,7 +6,9 @@ are all correct is dropped as too easy; an item with none correct is "unsolved" 
 sampling (one sample with "The best response is: Response j" in the prompt, kept if correct)
 rescues it. Hinted trajectories are trained with the un-hinted prompt, and their share of the
 kept set is capped (`rft.max_hinted_share`). Then SFT on the kept trajectories, mixed with
-`rft.warmup_rows_per_item * rft.n_items` warm-up (teacher) rows (the paper mixes in general data).
+`rft.warmup_rows_per_item * rft.n_items` warm-up (teacher) rows (the paper mixes in general data),
+filtered by the same rule as the samples: a teacher of documented imperfection (the principled
+world's) also writes wrong critiques, and those are rejected and counted (teacher_rows_rejected).
 
 Statistics add up: seen = kept_items + too_easy + unsolved (hinted items count as kept).
 When nothing at all is kept (and no warm-up rows are mixed in) there is nothing to fine-tune on:
@@ -25,6 +27,7 @@ from etils import epath
 from spct_jax import judge as judge_lib
 from spct_jax import sampling as sampling_lib
 from spct_jax.example import GRMExample, Turn
+from spct_jax.grm import scores
 from spct_jax.train import stage
 
 
@@ -111,6 +114,16 @@ def read_trajectories(path) -> list[Trajectory]:
   return kept
 
 
+def teacher_rows(cfg, n: int, seed: int) -> tuple[list[tuple], int]:
+  """n fresh items of the config's world with the teacher's critiques; returns the (shown example,
+  critique) pairs that the rule of METHOD.md section 2 accepts and the number rejected."""
+  items = stage.world(cfg).generate(n, seed=seed, difficulty=cfg.data.difficulty,
+                                    n_responses=tuple(cfg.data.n_responses))
+  pairs = stage.teacher_pairs(cfg, items, seed)
+  right = [(ex, c) for ex, c in pairs if scores.is_correct(scores.parse_scores(c, ex.n), ex.label, ex.n)]
+  return right, len(pairs) - len(right)
+
+
 def run(cfg, workdir: str) -> dict:
   s = stage.begin(cfg, workdir)
   r = cfg.rft
@@ -133,7 +146,7 @@ def run(cfg, workdir: str) -> dict:
     stats_path.write_text(json.dumps(dataclasses.asdict(stats), indent=2))
   pairs = [(t.shown, t.text) for t in kept]
   n_mix = int(round(r.warmup_rows_per_item * r.n_items))
-  params, steps, rows, skipped, last = s.params, cfg.train.steps, {"tokens": []}, 0, {}
+  params, steps, rows, skipped, last, teacher_rejected = s.params, cfg.train.steps, {"tokens": []}, 0, {}, 0
   if not pairs and not n_mix:
     print(f"[rft] WARNING: no trajectory kept ({dataclasses.asdict(stats)}) and rft.warmup_rows_per_item=0: "
           "nothing to fine-tune on, so this stage's output is its input model. The GRM cannot yet "
@@ -144,11 +157,12 @@ def run(cfg, workdir: str) -> dict:
     if not pairs:
       print(f"[rft] WARNING: no trajectory kept; training on {n_mix} warm-up rows only", flush=True)
     if n_mix:
-      extra = stage.world(cfg).generate(n_mix, seed=stage.seed(cfg, "rft_teacher"), difficulty=cfg.data.difficulty,
-                                        n_responses=tuple(cfg.data.n_responses))
-      pairs += stage.teacher_pairs(cfg, extra, stage.seed(cfg, "rft_teacher"))
+      right, teacher_rejected = teacher_rows(cfg, n_mix, stage.seed(cfg, "rft_teacher"))
+      print(f"[rft] {len(right)} warm-up (teacher) rows mixed in; {teacher_rejected} rejected as wrong", flush=True)
+      pairs += right
     rows, skipped = stage.sft_rows(pairs, s.tok, max_len=cfg.data.max_len, variant=cfg.data.variant,
                                    style=cfg.data.style)
     params, last = stage.fit_sft(s, s.params, rows)
   return stage.finish(s, params, last, steps=steps, **{f"rft_{k}": v for k, v in dataclasses.asdict(stats).items()},
-                      sft_rows=len(rows["tokens"]), skipped_too_long=skipped, final_loss=last.get("loss"))
+                      sft_rows=len(rows["tokens"]), skipped_too_long=skipped, teacher_rows_rejected=teacher_rejected,
+                      final_loss=last.get("loss"))

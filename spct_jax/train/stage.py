@@ -309,8 +309,8 @@ def sft_rows(pairs, tok, *, max_len: int, variant: str, style: str, prompt_weigh
 
 def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, style: str) -> dict:
   """Greedy and voting@k (sum) accuracy on held-out items, per family, and in the principled world
-  the share of greedy critiques that put the decisive principle first (val_decisive_first; not for
-  the no_principles variant, whose critiques state no principle)."""
+  the share of greedy critiques that put the decisive principle first (val_decisive_first; on its
+  synthetic items only, and not for the no_principles variant, whose critiques state no principle)."""
   common = dict(cfg=mcfg, params=params, tok=tok, max_new_tokens=cfg.eval.max_new_tokens,
                 seed=seed(cfg, "heldout"), variant=variant, style=style, mesh=mesh)
   t0 = time.perf_counter()
@@ -321,7 +321,8 @@ def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, st
   correct = metrics.pool_correct(examples, [j.scores for j in greedy])
   per_family = {f"val_accuracy_{f}": float(np.mean([c for c, ex in zip(correct, examples) if ex.family == f]))
                 for f in sorted({ex.family for ex in examples})}
-  if world(cfg) is principled and variant != "no_principles":  # greedy critiques led by the decisive principle
+  synthetic_val = (cfg.data.get("val_source", "") or "synthetic") == "synthetic"
+  if world(cfg) is principled and synthetic_val and variant != "no_principles":  # led by the decisive principle
     per_family["val_decisive_first"] = float(np.mean([principled.main_principle(j.texts[0]) == ex.family
                                                       for j, ex in zip(greedy, examples)]))
   return {"val_accuracy": g["accuracy"], "val_valid_rate": g["valid_rate"],

@@ -100,3 +100,15 @@ def test_seeds_are_one_table_of_distinct_training_streams():
   assert len(set(offsets)) == len(offsets)
   cfg = _load("grpo")
   assert stage.seed(cfg, "validation") == cfg.seed + stage.SEEDS["validation"]
+
+
+def test_a_finished_stage_of_another_world_is_an_error_not_reused(tmp_path):
+  """A workdir's finished stage records its data.world; a config of another world that would
+  reuse it (as itself or as its upstream) stops with the file and both worlds named."""
+  (tmp_path / "warmup").mkdir()
+  (tmp_path / "warmup" / "summary.json").write_text(json.dumps({"stage": "warmup", "data_world": "classic"}))
+  path = str(ROOT / "configs" / "rft_principled.py")
+  with pytest.raises(ValueError, match=r"warmup/summary.json.*data.world='classic'.*data.world='principled'"):
+    chain.run_chain(chain.load_config(path), path, str(tmp_path))
+  path = str(ROOT / "configs" / "warmup.py")  # the same world: reused as done, nothing trained
+  assert chain.run_chain(chain.load_config(path), path, str(tmp_path))["data_world"] == "classic"

@@ -45,3 +45,29 @@ def test_collect_sorts_a_hand_made_case(monkeypatch):
   kept, stats = rft.collect(ITEMS, n_samples=2, hinted=False, max_hinted_share=0.5, seed=11, hint_seed=12,
                             max_new_tokens=8, sampling=None, sample_kwargs={"variant": "principles"})
   assert (stats.kept_items, stats.unsolved, stats.hinted, len(kept)) == (1, 3, 0, 1)
+
+
+def test_teacher_rows_mixed_in_pass_the_reward_rule():
+  """The teacher rows RFT mixes in are filtered like its samples: none rejected from the classic
+  world's perfect teacher, none from the principled world's oracle (skill 1), a share near
+  (1 - skill) x P(habit is not the decisive criterion) from its imperfect one, and every kept
+  row's scores pick the right response."""
+  import importlib.util
+  import pathlib
+
+  from spct_jax.grm import scores
+  spec = importlib.util.spec_from_file_location(
+      "rft_principled_cfg", pathlib.Path(__file__).parents[2] / "configs" / "rft_principled.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  cfg = mod.get_config()
+  n = 400
+  for skill, lo, hi in ((0.4, 0.25, 0.55), (1.0, 0.0, 0.0)):
+    cfg.data.principle_skill = skill
+    kept, rejected = rft.teacher_rows(cfg, n, seed=123)
+    assert len(kept) + rejected == n
+    assert lo * n <= rejected <= hi * n, (skill, rejected)
+    assert all(scores.is_correct(scores.parse_scores(c, ex.n), ex.label, ex.n) for ex, c in kept)
+  cfg.data.world = "classic"
+  kept, rejected = rft.teacher_rows(cfg, 100, seed=7)
+  assert rejected == 0 and len(kept) == 100
