@@ -1,5 +1,6 @@
-"""Bundled stage results: fingerprints, save -> find -> install, and the shipped warm-up matches
-configs/warmup.py exactly (editing that config without rebundling fails here)."""
+"""Bundled stage results: fingerprints, save -> find -> install, and the shipped warm-ups match
+configs/warmup.py and configs/warmup_principled.py exactly (editing one without rebundling fails
+here)."""
 import json
 import pathlib
 
@@ -15,8 +16,8 @@ from spct_jax.train import chain, stage
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _cfg():
-  return chain.load_config(str(ROOT / "configs" / "warmup.py"))
+def _cfg(name="warmup"):
+  return chain.load_config(str(ROOT / "configs" / f"{name}.py"))
 
 
 def test_fingerprint_ignores_logging_and_sees_everything_else():
@@ -68,15 +69,17 @@ def test_save_find_install_round_trip(tmp_path, monkeypatch):
   assert (tmp_path / "other" / "warmup" / "final" / "tokenizer.model").exists()
 
 
-def test_the_shipped_warmup_is_the_result_of_configs_warmup():
-  folder = pathlib.Path(bundled._root()) / "warmup"
+@pytest.mark.parametrize("folder_name, config", [("warmup", "warmup"), ("warmup_principled", "warmup_principled")])
+def test_the_shipped_warmups_are_the_results_of_their_configs(folder_name, config):
+  folder = pathlib.Path(bundled._root()) / folder_name
   if not folder.exists():
-    pytest.skip("no bundled warm-up in this checkout")
-  assert bundled.find(_cfg()) == str(folder), "configs/warmup.py changed: rebuild with scripts/bundle_stage.py"
+    pytest.skip(f"no bundled {folder_name} in this checkout")
+  cfg = _cfg(config)
+  assert bundled.find(cfg) == str(folder), f"configs/{config}.py changed: rebuild with scripts/bundle_stage.py"
   summary = json.loads((folder / "summary.json").read_text())
-  assert summary["steps"] == _cfg().train.steps and "val_accuracy" in summary
+  assert summary["steps"] == cfg.train.steps and "val_accuracy" in summary
   params, mcfg, _ = bundled.load(str(folder))
-  assert model_config.from_dict(mcfg) == model_config.get_config(_cfg().model.preset)
+  assert model_config.from_dict(mcfg) == model_config.get_config(cfg.model.preset)
   assert sum(np.asarray(x).size for x in jax.tree.leaves(params)) == transformer.param_count(model_config.from_dict(mcfg))
 
 
@@ -90,7 +93,7 @@ def test_init_bundled_starts_from_the_shipped_params(tmp_path):
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   cfg.init = "bundled:nope"
-  with pytest.raises(FileNotFoundError, match=r"init='bundled:nope'.*bundled: \['warmup'\]"):
+  with pytest.raises(FileNotFoundError, match=r"init='bundled:nope'.*bundled: \['warmup', 'warmup_principled'\]"):
     stage.load_model(cfg, str(tmp_path))
 
 
