@@ -2,6 +2,7 @@
 
     python -m spct_jax.bench sampler                    # small and medium presets, B=4, k=16
     python -m spct_jax.bench train                      # SFT step: tokens/s, MFU, vs PyTorch
+    python -m spct_jax.bench grpo                       # one GRPO step vs TRL's GRPOTrainer
     python -m spct_jax.bench sampler --presets=tiny --batch=1 --k=2 --prompt_len=8 \\
         --new_tokens=4 --prefill_ks=1,2 --bandwidth_mib=16 --matmul_n=256     # a smoke run
 
@@ -21,6 +22,11 @@ min_new_tokens=max_new_tokens). Times are the best of `--repeats` runs of an AOT
 executable (compile excluded); HF is warmed up once on a short run. On Linux the CLI re-executes
 itself once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (see `reexec_with_huge_pages`; --no_thp
 before the subcommand turns it off); it applies to all of (a), (b), (c).
+
+`grpo` times one GRPO step, B prompts x G rollouts of N new tokens, a rule reward, reference
+log-probs (beta > 0), one AdamW update, in our code (the sampler and spct_jax.train.grpo) and in
+TRL's `GRPOTrainer` on the same weights, prompt ids and reward (when trl is installed: the
+`parity` extra); it prints rollout tokens/s, update tokens/s, seconds per step and the ratio.
 
 `measure_memory_bandwidth` and `measure_matmul_flops` are the machine measurements, reusable by
 other benchmarks in this file.
@@ -106,6 +112,18 @@ def kv_cache_bytes(cfg: ModelConfig, rows: int, slots: int) -> int:
   return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(cache))
 
 
+def decode_cache_bytes(cfg: ModelConfig, batch: int, k: int, prompt_len: int, new_tokens: int
+                       ) -> tuple[int, int]:
+  """Bytes of the sampler's decode cache (transformer.share_prefix): (the prompts' part, B rows
+  of prompt_len slots whatever k; the samples' part, B*k rows of new_tokens slots)."""
+  cache = jax.eval_shape(lambda: transformer.share_prefix(
+      cfg, transformer.init_cache(cfg, batch, prompt_len), k, new_tokens))
+  flat = jax.tree_util.tree_flatten_with_path(cache)[0]
+  size = lambda leaf: leaf.size * leaf.dtype.itemsize  # noqa: E731
+  prefix = sum(size(x) for path, x in flat if "prefix" in jax.tree_util.keystr(path))
+  return prefix, sum(size(x) for _, x in flat) - prefix
+
+
 @dataclasses.dataclass(frozen=True)
 class Work:
   """FLOPs and bytes of one call of the shared-prefix sampler, and its time bound on a machine."""
@@ -120,8 +138,9 @@ def sampler_work(cfg: ModelConfig, batch: int, k: int, prompt_len: int, new_toke
 
   Prefill: 2 * matmul weights per prompt token (output projection only at the last position),
   causal attention (4 * heads * head_dim per query-key pair), and the weights read once.
-  Decode step n (1 <= n < N): every row runs one token against T + n keys; bytes = all weights +
-  the K/V rows it attends to (within each layer's window). Memory and compute are bounded per
+  Decode step n (1 <= n < N): every row runs one token against T + n keys (within each layer's
+  window); bytes = all weights + the prompt's K/V once per prompt (the sampler stores and reads it
+  once for its k samples) + each row's own generated K/V. Memory and compute are bounded per
   phase: time = sum of max(bytes / bandwidth, FLOPs / flops_per_s).
   """
   rows = batch * k
@@ -138,9 +157,11 @@ def sampler_work(cfg: ModelConfig, batch: int, k: int, prompt_len: int, new_toke
   seconds = max(nbytes / bandwidth, flops / flops_per_s)
   total_flops, total_bytes = flops, nbytes
   for n in range(1, new_tokens):
-    keys = sum(_context(cfg, prompt_len + n))
+    context = _context(cfg, prompt_len + n)
+    keys = sum(context)
+    own = sum(min(n, c) for c in context)                   # the row's generated keys; the rest is prompt
     flops = rows * (2 * matmul_params_per_token(cfg) + qk * keys)
-    nbytes = weight_bytes + rows * kv_row * keys
+    nbytes = weight_bytes + kv_row * (batch * (keys - own) + rows * own)
     seconds += max(nbytes / bandwidth, flops / flops_per_s)
     total_flops += flops
     total_bytes += nbytes
@@ -280,18 +301,20 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
         "random weights, no stop tokens (every row decodes the full budget)")
   print(format_table(SAMPLER_COLUMNS, rows))
   print()
-  print(f"Prefill: one sampler call with max_new_tokens=1 (prefill B prompts, repeat the cache k times, "
+  print(f"Prefill: one sampler call with max_new_tokens=1 (prefill B prompts once, "
         f"sample one token), best of {args.prefill_repeats} interleaved runs")
   print(format_table(PREFILL_COLUMNS, prefill_rows))
   preset, cfg, temp = largest
-  kv = kv_cache_bytes(cfg, b * k, t + n)
-  kv_prefill = kv_cache_bytes(cfg, b, t + n)
+  prompt_kv, own_kv = decode_cache_bytes(cfg, b, k, t, n)
+  unshared = kv_cache_bytes(cfg, b * k, t + n)
   print()
-  print(f"KV cache, largest case ({preset}, B*k={b * k} rows x {t + n} slots): {kv / 2**20:.1f} MiB "
-        f"(+ {kv_prefill / 2**20:.1f} MiB for the B-row prefill cache while it is repeated); "
+  print(f"KV cache, largest case ({preset}, B={b}, k={k}): the prompts' part {prompt_kv / 2**20:.1f} MiB "
+        f"(B rows x {t} slots, the same at any k), the samples' part {own_kv / 2**20:.1f} MiB "
+        f"(B*k rows x {n} slots); without sharing (b) {unshared / 2**20:.1f} MiB; "
         f"XLA temporary memory of the whole sampler: "
         f"{'n/a' if temp is None else f'{temp / 2**20:.1f} MiB'}")
-  return {"sampler": rows, "prefill": prefill_rows, "kv_cache_bytes": kv, "bandwidth": bandwidth,
+  return {"sampler": rows, "prefill": prefill_rows, "kv_cache_bytes": prompt_kv + own_kv,
+          "prompt_kv_bytes": prompt_kv, "unshared_kv_bytes": unshared, "bandwidth": bandwidth,
           "matmul_flops": peak}
 
 
@@ -406,6 +429,177 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
   return {"train": rows, "matmul_flops": peak}
 
 
+# ---- one GRPO step against TRL -------------------------------------------------------------------
+
+GRPO_COLUMNS = ("preset", "params", "B", "G", "prompt", "new", "impl", "rollout tok/s", "update tok/s",
+                "step s", "ours/trl")
+
+
+def token_reward(tokens: np.ndarray) -> np.ndarray:
+  """The benchmark's rule reward of completions [R, N] (ids): the share of even token ids. Cheap
+  and deterministic, the same in both implementations, so it times the machinery, not a judge."""
+  return (np.asarray(tokens) % 2 == 0).mean(axis=-1).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOTimes:
+  """Seconds of one GRPO step: rollout (sampling, reward, reference log-probs: everything before
+  the gradient step) and update (forward, backward, optimizer), and their sum."""
+  rollout: float
+  update: float
+
+  @property
+  def step(self) -> float:
+    return self.rollout + self.update
+
+
+def time_jax_grpo_step(cfg: ModelConfig, params: Any, prompts: np.ndarray, *, group: int,
+                       new_tokens: int, beta: float, lr: float, repeats: int) -> GRPOTimes:
+  """Our GRPO step (spct_jax.train.grpo's loss and reference pass, the shared-prefix sampler),
+  the best of `repeats` steps after a first compiling one: sample G completions per prompt at
+  temperature 1, reward them (`token_reward`), the reference's log-probs (beta > 0), one
+  optimizer step (mu = 1, on-policy, AdamW)."""
+  from spct_jax.train import grpo, rl, state as state_lib, step as step_lib
+  model = transformer.Transformer(cfg)
+  tx = state_lib.make_optimizer(state_lib.OptimConfig(lr=lr, total_steps=1000, b2=0.999))
+  ref = grpo.reference_params(params, cfg)
+  st = state_lib.create(jax.tree.map(jnp.array, params), tx, jax.random.key(1))
+  step = step_lib.make_step(grpo.loss_fn(model, temperature=1.0, clip_eps=0.2, beta=beta, kl_estimator="k3",
+                                         aggregation="token-mean", on_policy=True), tx)
+  ref_pass = grpo.reference_pass(model, 1.0)
+  mask = np.ones_like(prompts, bool)
+  best = None
+  for i in range(max(1, repeats) + 1):
+    t0 = time.perf_counter()
+    out = sampling.sample(cfg, st.params, prompts, mask, jax.random.key(100 + i), k=group,
+                          max_new_tokens=new_tokens, sampling=sampling.Temperature(1.0),
+                          buckets=(prompts.shape[1],))
+    tokens = np.asarray(out.tokens).reshape(-1, new_tokens)
+    batch = sampling.completion_batch(prompts, mask, out)
+    batch["old_logprobs"] = out.logprobs.reshape(-1, new_tokens)
+    batch["advantages"] = rl.group_advantages(jnp.asarray(token_reward(tokens)), group)
+    batch["ref_logprobs"] = (ref_pass(ref, batch["tokens"], batch["pad_mask"], n_new=new_tokens) if beta > 0
+                             else jnp.zeros_like(batch["old_logprobs"]))
+    jax.block_until_ready(batch)
+    t1 = time.perf_counter()
+    st, m = step(st, batch)
+    jax.block_until_ready(m)
+    times = GRPOTimes(t1 - t0, time.perf_counter() - t1)
+    if i > 0 and (best is None or times.step < best.step):  # the first step compiles
+      best = times
+  return best
+
+
+def _word_tokenizer(vocab_size: int):
+  """A Hugging Face fast tokenizer whose text 't5 t17' is ids [5, 17]: prompts given to TRL as text
+  become exactly the ids our side samples from (id 0 is padding; no special tokens are added)."""
+  import tokenizers
+  import transformers
+  special = ["<pad>", "<unk>", "<eos>"]  # ids 0, 1, 2 (never in a prompt)
+  vocab = {name: i for i, name in enumerate(special)} | {f"t{i}": i for i in range(len(special), vocab_size)}
+  tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+  tok.decoder = tokenizers.decoders.WordPiece(prefix="##")  # joins with spaces
+  return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
+                                              unk_token="<unk>")
+
+
+def time_trl_grpo_step(cfg: ModelConfig, params: Any, prompts: np.ndarray, *, group: int, new_tokens: int,
+                       beta: float, lr: float, repeats: int, threads: int) -> GRPOTimes | None:
+  """The same step in TRL's GRPOTrainer (PyTorch, transformers) on the same weights (exported with
+  `hf.save`), prompts and reward: B*G rollouts per step (num_generations=G, one generation per
+  step, num_iterations=1, no EOS before the budget: min_new_tokens=N), float32 on the CPU.
+  rollout = TRL's `_generate_and_score_completions` (generation, reward, reference log-probs);
+  update = the rest of the optimizer step. Best of `repeats` steps after a first one; None
+  without trl."""
+  try:
+    import datasets
+    import torch
+    import transformers
+    import trl
+  except ImportError:
+    return None
+  from spct_jax.model import hf
+  torch.set_num_threads(threads)
+  tokenizer = _word_tokenizer(cfg.vocab_size)
+  b = prompts.shape[0]
+  texts = [" ".join(f"t{i}" for i in row) for row in prompts]
+  data = datasets.Dataset.from_dict({"prompt": texts})
+  ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+  if ids != prompts.tolist():
+    raise RuntimeError("the TRL side's tokenizer does not give back the benchmark's prompt ids")
+
+  def reward(completion_ids, **_):
+    return [float(x) for x in token_reward(np.asarray([list(c) for c in completion_ids]))]
+
+  gen_seconds, step_seconds = [], []
+
+  class Timed(trl.GRPOTrainer):
+    def _generate_and_score_completions(self, inputs):
+      t0 = time.perf_counter()
+      out = super()._generate_and_score_completions(inputs)
+      gen_seconds.append(time.perf_counter() - t0)
+      return out
+
+  class StepClock(transformers.TrainerCallback):
+    def on_step_begin(self, *a, **k):
+      self.t0 = time.perf_counter()
+
+    def on_step_end(self, *a, **k):
+      step_seconds.append(time.perf_counter() - self.t0)
+
+  with tempfile.TemporaryDirectory() as path:
+    hf.save(cfg, params, path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.generation_config.eos_token_id = None
+    args = trl.GRPOConfig(
+        output_dir=os.path.join(path, "trl"), per_device_train_batch_size=b * group, num_generations=group,
+        gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
+        max_completion_length=new_tokens, temperature=1.0, top_p=1.0, top_k=0, beta=beta,
+        learning_rate=lr, loss_type="grpo", max_steps=max(1, repeats) + 1, logging_steps=1,
+        report_to="none", use_cpu=True, bf16=False, fp16=False, save_strategy="no", seed=0,
+        generation_kwargs={"min_new_tokens": new_tokens}, disable_tqdm=True)
+    trainer = Timed(model=model, reward_funcs=reward, args=args, train_dataset=data,
+                    processing_class=tokenizer, callbacks=[StepClock()])
+    trainer.train()
+  steps = [GRPOTimes(g, s - g) for g, s in zip(gen_seconds[1:], step_seconds[1:])]
+  return min(steps, key=lambda t: t.step) if steps else None
+
+
+def bench_grpo(args: argparse.Namespace) -> dict[str, Any]:
+  """Runs the `grpo` benchmark, prints its table; returns the numbers."""
+  threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  load = os.getloadavg() if hasattr(os, "getloadavg") else None
+  print(f"devices: {jax.devices()}; cores: {threads}; load average: {load}")
+  b, g, t, n = args.batch, args.group, args.prompt_len, args.new_tokens
+  rows = []
+  for preset in args.presets:
+    cfg = config_lib.get_config(preset)
+    params = jax.tree.map(np.asarray, transformer.init_params(cfg, jax.random.key(0)))
+    prompts, _ = random_prompts(cfg, b, t)
+    prompts = np.maximum(prompts, 3)  # ids 0-2 are the TRL side's pad, unk and eos
+    ours = time_jax_grpo_step(cfg, params, prompts, group=g, new_tokens=n, beta=args.beta, lr=args.lr,
+                              repeats=args.repeats)
+    theirs = None if args.no_trl else time_trl_grpo_step(
+        cfg, params, prompts, group=g, new_tokens=n, beta=args.beta, lr=args.lr, repeats=args.repeats,
+        threads=threads)
+    tokens = b * g * n
+    size = f"{transformer.param_count(cfg) / 1e6:.1f}M"
+    for impl, tm in (("spct_jax", ours), ("trl", theirs)):
+      if tm is None:
+        continue
+      rows.append((preset, size, b, g, t, n, impl, tokens / tm.rollout, tokens / tm.update, tm.step,
+                   _ratio(theirs.step, ours.step) if impl == "spct_jax" and theirs else None))
+    print(f"[{preset}] ours {ours.step:.2f}s/step" + ("" if theirs is None else f"; trl {theirs.step:.2f}s/step"),
+          flush=True)
+  print()
+  print(f"GRPO step: B prompts x G rollouts of N new tokens (no stop before N), token reward, beta={args.beta} "
+        f"(reference log-probs), mu=1, AdamW; tokens/s = B*G*N / seconds of the phase; best of {args.repeats} "
+        "steps after a first one; ours/trl = TRL's step seconds / ours")
+  print(format_table(GRPO_COLUMNS, rows))
+  return {"grpo": rows}
+
+
 def _names(text: str) -> list[str]:
   return [p for p in text.split(",") if p]
 
@@ -420,8 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"do not re-execute with GLIBC_TUNABLES={HUGE_PAGES} (transparent huge pages)")
   sub = parser.add_subparsers(dest="command", required=True)
   s = sub.add_parser("sampler", help="k-sample sampler vs no prefix sharing vs HF generate vs the machine bound")
-  s.add_argument("--presets", type=_names, default=["small", "medium"],
-                 help="model presets, comma-separated (default: small,medium)")
+  t = sub.add_parser("train", help="SFT-step tokens/s and MFU, and the same step in PyTorch (transformers)")
+  g = sub.add_parser("grpo", help="one GRPO step (rollouts, reward, update): ours vs TRL's GRPOTrainer")
+  for p in (s, t, g):
+    p.add_argument("--presets", type=_names, default=["small", "medium"],
+                   help="model presets, comma-separated (default: small,medium)")
   s.add_argument("--batch", type=int, default=4, help="B, prompts per call")
   s.add_argument("--k", type=int, default=16, help="samples per prompt")
   s.add_argument("--prompt_len", type=int, default=256, help="prompt tokens (no padding)")
@@ -433,15 +630,21 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--bandwidth_mib", type=int, default=256, help="array size of the bandwidth measurement")
   s.add_argument("--matmul_n", type=int, default=1024, help="matrix size of the FLOP/s measurement")
   s.set_defaults(func=bench_sampler)
-  t = sub.add_parser("train", help="SFT-step tokens/s and MFU, and the same step in PyTorch (transformers)")
-  t.add_argument("--presets", type=_names, default=["small", "medium"],
-                 help="model presets, comma-separated (default: small,medium)")
   t.add_argument("--batch", type=int, default=8, help="B, sequences per step")
   t.add_argument("--seq_len", type=int, default=256, help="T, tokens per sequence")
   t.add_argument("--repeats", type=int, default=3, help="timed steps (best is kept)")
   t.add_argument("--no_torch", action="store_true", help="skip the PyTorch baseline and the Llama-shaped variant")
   t.add_argument("--matmul_n", type=int, default=1024, help="matrix size of the FLOP/s measurement")
   t.set_defaults(func=bench_train)
+  g.add_argument("--batch", type=int, default=4, help="B, prompts per step")
+  g.add_argument("--group", type=int, default=8, help="G, rollouts per prompt")
+  g.add_argument("--prompt_len", type=int, default=256, help="prompt tokens (no padding)")
+  g.add_argument("--new_tokens", type=int, default=128, help="N, new tokens per rollout")
+  g.add_argument("--beta", type=float, default=0.04, help="KL coefficient (> 0: reference log-probs computed)")
+  g.add_argument("--lr", type=float, default=1e-6, help="learning rate (AdamW)")
+  g.add_argument("--repeats", type=int, default=2, help="timed steps after a first one (best is kept)")
+  g.add_argument("--no_trl", action="store_true", help="skip TRL's GRPOTrainer")
+  g.set_defaults(func=bench_grpo)
   return parser
 
 

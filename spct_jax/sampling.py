@@ -10,9 +10,12 @@
 How it runs (one `jax.jit`, compiled once per (B, prompt bucket, k, budget, method)):
 1. the B left-padded prompts are padded on the left to a length bucket (`pipeline.bucket_length`), so a
    new prompt length does not recompile, and prefilled once into a KV cache of B rows;
-2. every cache leaf is repeated k times on its batch axis (row b*k + j is sample j of prompt b),
-   so the prefill cost does not grow with k; under a mesh the B*k rows are split over the data
-   axes (`mesh.BATCH_AXES`) and the params follow the model's logical-axis rules;
+2. that cache becomes the shared prefix of a decode cache of B*k rows (`transformer.share_prefix`;
+   row b*k + j is sample j of prompt b) whose own slots hold only the generated tokens: the prompt's
+   KV is stored and read once per prompt, so neither the prefill nor the prompt's memory and
+   per-step reads grow with k; under a mesh the B*k rows are split over the data axes
+   (`mesh.BATCH_AXES`), the prefix is placed by XLA and the params follow the model's logical-axis
+   rules;
 3. one `jax.lax.while_loop` over a `DecodeState` decodes all B*k rows in lockstep and stops when
    every row has written a stop token or the budget is spent.
 
@@ -140,14 +143,18 @@ class Temperature:
     the costly part on CPU). Truncated tokens have probability 0 and are never drawn.
     """
     x = logits_V.astype(jnp.float32) / self.temperature
+    top = jnp.max(x)
+    e = jnp.exp(x - top)                                       # one exp pass serves both uses:
+    lse = top + jnp.log(jnp.sum(e))                            # the log-prob's normaliser,
+    kept = x
     for f in self.filters:
-      x = f.truncate(x)
-    p = jnp.exp(x - jnp.max(x))                                # unnormalised; 0 where truncated
+      kept = f.truncate(kept)
+    p = e if not self.filters else jnp.where(kept > -jnp.inf, e, 0.0)  # and the (truncated) weights
     cdf = jnp.cumsum(p)
     token = jnp.sum(cdf <= u * cdf[-1])                        # first index with cdf > u * total
     last = p.shape[-1] - 1 - jnp.argmax(p[::-1] > 0)           # guard against rounding at u -> 1
     token = jnp.minimum(token, last).astype(jnp.int32)
-    return token, jax.nn.log_softmax(logits_V.astype(jnp.float32) / self.temperature)[token]
+    return token, x[token] - lse
 
 
 Sampling = Greedy | Temperature
@@ -245,6 +252,12 @@ def _rows(x: Array, mesh: Mesh | None) -> Array:
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
+def _cache_rows(cache: Any, r: int, mesh: Mesh | None) -> Any:
+  """`_rows` on the cache leaves of the R sample rows; a shared prefix (one row per prompt) is
+  left to XLA."""
+  return jax.tree.map(lambda x: _rows(x, mesh) if x.shape[0] == r else x, cache)
+
+
 def _draws(keys_R: Array, n: int) -> Array:
   """[R, n] uniform draws, made once before decoding: row r's draw at step t is
   uniform(fold_in(keys_R[r], t)), the same stream whatever the batch."""
@@ -285,10 +298,10 @@ def _sample_jit(params: Any, prompt_tokens: Array, prompt_mask: Array, keys_B: A
   b, t = prompt_tokens.shape
   r, n = b * k, max_new_tokens
   max_len = t + n
-  if share_prefix:
-    cache = transformer.init_cache(cfg, b, max_len)
+  if share_prefix:  # the prompt's KV once per prompt, each sample's own KV after it
+    cache = transformer.init_cache(cfg, b, t)
     logits, cache = model.apply({"params": params}, prompt_tokens, pad_mask=prompt_mask, cache=cache)
-    cache = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), cache)
+    cache = transformer.share_prefix(cfg, cache, k, n)
     last_logits = jnp.repeat(logits[:, -1], k, axis=0)                  # [R, V]
   else:  # the baseline: every sample prefills its own copy of the prompt
     tokens_R = _rows(jnp.repeat(prompt_tokens, k, axis=0), mesh)
@@ -296,7 +309,7 @@ def _sample_jit(params: Any, prompt_tokens: Array, prompt_mask: Array, keys_B: A
     cache = jax.tree.map(lambda x: _rows(x, mesh), transformer.init_cache(cfg, r, max_len))
     logits, cache = model.apply({"params": params}, tokens_R, pad_mask=mask_R, cache=cache)
     last_logits = logits[:, -1]
-  cache = jax.tree.map(lambda x: _rows(x, mesh), cache)
+  cache = _cache_rows(cache, r, mesh)
   last_logits = _rows(last_logits, mesh)
 
   keys_R = jax.vmap(lambda key: jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(k)))(keys_B)
@@ -315,7 +328,7 @@ def _sample_jit(params: Any, prompt_tokens: Array, prompt_mask: Array, keys_B: A
 
   def body(s: DecodeState) -> DecodeState:
     logits, cache = model.apply({"params": params}, s.last[:, None], cache=s.cache)
-    s = s.replace(cache=jax.tree.map(lambda x: _rows(x, mesh), cache))
+    s = s.replace(cache=_cache_rows(cache, r, mesh))
     return _write(s, *_pick(sampling, u_RxN, logits[:, 0], s.step), stop_ids, pad_id)
 
   state = jax.lax.while_loop(cond, body, state)

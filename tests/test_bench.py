@@ -3,6 +3,7 @@ assertions), and the work counts behind the machine bound."""
 import importlib.util
 import math
 
+import numpy as np
 import pytest
 
 from spct_jax import bench
@@ -40,8 +41,10 @@ def test_sampler_smoke_run_prints_the_tables(capsys):
   assert ratios["a/c"] == ("n/a" if not has_hf else ratios["a/c"])
   prefill = [l.split() for l in lines if l.split()[:1] == ["tiny"] and len(l.split()) == len(bench.PREFILL_COLUMNS)]
   assert [int(r[3]) for r in prefill] == [1, 2]
-  assert "KV cache, largest case (tiny, B*k=2 rows x 12 slots)" in out
-  assert result["kv_cache_bytes"] == bench.kv_cache_bytes(config.get_config("tiny"), 2, 12)
+  assert "KV cache, largest case (tiny, B=1, k=2): the prompts' part" in out
+  cfg = config.get_config("tiny")
+  assert result["prompt_kv_bytes"] == bench.decode_cache_bytes(cfg, 1, 2, 8, 4)[0]
+  assert result["unshared_kv_bytes"] == bench.kv_cache_bytes(cfg, 2, 12)
   assert result["bandwidth"] > 0 and result["matmul_flops"] > 0
 
 
@@ -60,6 +63,18 @@ def test_work_counts():
   assert w.flops == want and w.seconds == want
   # the sliding window bounds the keys of the local layers: 40 keys -> 16 on layer 0, 40 on layer 1
   assert bench._context(cfg, 40) == [16, 40]
+  # one decode step (new_tokens=2) on a memory-bound machine: weights + the prompt's K/V once per
+  # prompt + each of the k rows' own key (the token sampled after the prefill)
+  w = bench.sampler_work(cfg, batch=1, k=4, prompt_len=2, new_tokens=2, bandwidth=1.0, flops_per_s=math.inf)
+  kv_row = 2 * cfg.n_kv_heads * cfg.head_dim * 4 * cfg.n_layers
+  weights = transformer.param_count(cfg) * 4
+  prefill = weights + 2 * kv_row
+  assert w.seconds == prefill + weights + kv_row * (1 * 2 + 4 * 1)
+  # the decode cache: the prompt's part has B rows whatever k
+  p1, own1 = bench.decode_cache_bytes(cfg, 2, 1, 8, 4)
+  p16, own16 = bench.decode_cache_bytes(cfg, 2, 16, 8, 4)
+  assert p1 == p16 == 2 * 8 * kv_row + 2 * 8 * 4   # + the prompts' positions
+  assert own16 == bench.kv_cache_bytes(cfg, 32, 4)
 
 
 def test_train_smoke_run_prints_the_table(capsys):
@@ -81,3 +96,23 @@ def test_train_step_flops_counts_matmuls_and_attention():
   b, t = 2, 8
   attn = 12.0 * cfg.n_heads * cfg.head_dim * sum(min(t, cfg.sliding_window) for _ in cfg.local_layers) / 2 * b * t
   assert bench.train_step_flops(cfg, b, t) == 6.0 * bench.matmul_params_per_token(cfg) * b * t + attn
+
+
+def test_grpo_smoke_run_prints_both_implementations(capsys):
+  """One GRPO step in our code and, when trl is installed (the parity extra), in TRL's
+  GRPOTrainer on the same weights and prompt ids: the table has both rows and the ratio."""
+  has_trl = all(importlib.util.find_spec(m) for m in ("torch", "transformers", "trl", "datasets"))
+  result = bench.main(["grpo", "--presets=tiny", "--batch=2", "--group=4", "--prompt_len=16", "--new_tokens=8",
+                       "--repeats=1"] + ([] if has_trl else ["--no_trl"]))
+  out = capsys.readouterr().out
+  assert "GRPO step" in out
+  rows = result["grpo"]
+  assert [r[6] for r in rows] == (["spct_jax", "trl"] if has_trl else ["spct_jax"])
+  for r in rows:
+    assert r[7] > 0 and r[8] > 0 and r[9] > 0  # rollout tok/s, update tok/s, step seconds
+  if has_trl:
+    assert rows[0][10] == rows[1][9] / rows[0][9]
+
+
+def test_token_reward_is_the_share_of_even_ids():
+  assert bench.token_reward(np.array([[2, 3, 4, 5], [1, 1, 1, 8]])).tolist() == [0.5, 0.25]

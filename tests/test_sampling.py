@@ -3,6 +3,8 @@ the sampled distribution, padding invariance, stop tokens, the mesh, truncation 
 
 Few compiled variants on purpose: most tests share (B=2, bucket 16, k=4, N=8, Temperature(0.5)).
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,6 +173,27 @@ def test_mesh_of_8_devices_gives_the_same_tokens(tiny, sampled, keys):
   np.testing.assert_allclose(sharded.logprobs, out.logprobs, atol=1e-5)
   with pytest.raises(ValueError, match=r"B\*k \(prompts x samples\)=6 is not divisible"):
     S.sample(cfg, params, tokens, mask, keys, k=3, max_new_tokens=N, sampling=METHOD, mesh=mesh)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_shared_prefix_equals_a_prefill_per_sample_and_stores_the_prompt_once(tiny, sampled, keys, scan):
+  """The prompt's KV stored once per prompt (attention over it and the row's own slots in one
+  softmax) gives what prefilling every sample's own copy gives, across the sliding window (16)."""
+  cfg, params, _ = tiny
+  tokens, mask, out = sampled
+  if scan:
+    cfg = dataclasses.replace(cfg, scan_layers=True)
+    params = transformer.to_layout(cfg, params)
+  shared = out if not scan else S.sample(cfg, params, tokens, mask, keys, k=K, max_new_tokens=N, sampling=METHOD)
+  alone = S.sample(cfg, params, tokens, mask, keys, k=K, max_new_tokens=N, sampling=METHOD, share_prefix=False)
+  np.testing.assert_array_equal(shared.tokens, alone.tokens)
+  np.testing.assert_allclose(shared.logprobs, alone.logprobs, atol=1e-5)
+  # the decode cache: the prompt's KV has one row per prompt whatever k; the samples' rows hold N slots
+  for k in (1, 4, 16):
+    dec = jax.eval_shape(lambda: transformer.share_prefix(cfg, transformer.init_cache(cfg, 2, 16), k, N))
+    layer = dec["layers"] if scan else dec["layers_0"]
+    assert layer["prefix_k"].shape[0] == 2 and layer["prefix_k"].shape[-1] == 16
+    assert layer["k"].shape[0] == 2 * k and layer["k"].shape[-1] == N
 
 
 def test_compiled_once_per_bucket(tiny, keys):

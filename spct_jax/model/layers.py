@@ -127,10 +127,15 @@ class Attention(nn.Module):
                local: Array | None = None) -> tuple[Array, dict[str, Array] | None]:
     """x: [B, T, D]; positions: [B, T] int32; mask: [B, T, S] bool (S = T, or cache length).
 
-    cache: {'k': [B, K, H, S], 'v': [B, K, S, H]} or None; index: [B] int32 slot where x's first token goes.
+    cache: {'k': [B, K, H, S], 'v': [B, K, S, H]} or None; index: [] int32, the slot where x's
+      first token goes (rows advance in lockstep, so one scalar-index write updates every row).
+      A decode cache with a shared prefix (`transformer.share_prefix`) also holds the prompt's keys
+      and values once per prompt, 'prefix_k' [P, K, H, Tp] and 'prefix_v' [P, K, Tp, H], row
+      r = p * (B // P) + j being sample j of prompt p; `mask` then covers [Tp prefix keys, S slots]
+      and the scores of both parts go through one softmax (exact; the prefix is never copied per row).
     local: [] bool, whether this layer is local (its RoPE base) when the layer is one step of a
       scan over layers; None: from `window`.
-    Returns (out [B, T, D], updated cache or None).
+    Returns (out [B, T, D], updated {'k', 'v'} or None).
     """
     cfg = self.cfg
     d, n, k, h = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -158,29 +163,49 @@ class Attention(nn.Module):
     vv = nn.with_logical_constraint(vv, ("batch", "length", "kv_heads", "head_dim"))
 
     # Keys as [B, K, H, S] and values as [B, K, S, H]: the layouts the score and value matmuls
-    # read without transposing the whole cache at every decode step.
+    # read without transposing the whole cache at every decode step (in training, reading them as
+    # projected, [B, S, K, H], measured no faster on CPU).
     kk = jnp.transpose(kk, (0, 2, 3, 1))
     vv = jnp.transpose(vv, (0, 2, 1, 3))
+    prefix = None
     if cache is not None:
-      wk = jax.vmap(lambda buf, new, i: jax.lax.dynamic_update_slice_in_dim(buf, new, i, axis=2))
-      wv = jax.vmap(lambda buf, new, i: jax.lax.dynamic_update_slice_in_dim(buf, new, i, axis=1))
-      cache = {"k": wk(cache["k"], kk.astype(cache["k"].dtype), index),
-               "v": wv(cache["v"], vv.astype(cache["v"].dtype), index)}
+      if "prefix_k" in cache:
+        prefix = cache["prefix_k"].astype(dt), cache["prefix_v"].astype(dt)
+      cache = {"k": jax.lax.dynamic_update_slice_in_dim(cache["k"], kk.astype(cache["k"].dtype), index, axis=3),
+               "v": jax.lax.dynamic_update_slice_in_dim(cache["v"], vv.astype(cache["v"].dtype), index, axis=2)}
       kk, vv = cache["k"].astype(dt), cache["v"].astype(dt)
 
     b, t = x.shape[:2]
-    q = q.reshape(b, t, k, n // k, h)
+    g = n // k
+    q = q.reshape(b, t, k, g, h)
     if t == 1:  # decode: one query per row
       logits = _scores("bkgh,bkhs->bkgs", q[:, 0], kk)[:, :, :, None, :]
     else:
-      logits = _scores("btkgh,bkhs->bkgts", q, kk)
+      logits = _scores("btkgh,bkhs->bkgts", q, kk)                  # [B, K, G, T, S]
+    if prefix is not None:  # the prompt's keys, once per prompt: [P, K, H, Tp]
+      p, tp = prefix[0].shape[0], prefix[0].shape[-1]
+      if t == 1:
+        qp = q[:, 0].reshape(p, b // p, k, g, h)
+        lp = _scores("pjkgh,pkhs->pjkgs", qp, prefix[0]).reshape(b, k, g, 1, tp)
+      else:
+        qp = q.reshape(p, b // p, t, k, g, h)
+        lp = _scores("pjtkgh,pkhs->pjkgts", qp, prefix[0]).reshape(b, k, g, t, tp)
+      logits = jnp.concatenate([lp, logits], axis=-1)
     logits = softcap(logits * cfg.query_scale, cfg.attn_softcap)
     logits = jnp.where(mask[:, None, None, :, :], logits, NEG_INF)
     probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+    own = probs if prefix is None else probs[..., tp:]
     if t == 1:
-      out = jnp.einsum("bkgs,bksh->bkgh", probs[:, :, :, 0], vv).reshape(b, 1, n, h)
+      out = jnp.einsum("bkgs,bksh->bkgh", own[:, :, :, 0], vv)[:, None]
     else:
-      out = jnp.einsum("bkgts,bksh->btkgh", probs, vv).reshape(b, t, n, h)
+      out = jnp.einsum("bkgts,bksh->btkgh", own, vv)
+    if prefix is not None:
+      pp = probs[..., :tp].reshape(p, b // p, k, g, t, tp)
+      if t == 1:
+        out = out + jnp.einsum("pjkgs,pksh->pjkgh", pp[..., 0, :], prefix[1]).reshape(b, 1, k, g, h)
+      else:
+        out = out + jnp.einsum("pjkgts,pksh->pjtkgh", pp, prefix[1]).reshape(b, t, k, g, h)
+    out = out.reshape(b, t, n, h)
     return _project(out, wo.astype(dt), 2), cache
 
 

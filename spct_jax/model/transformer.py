@@ -35,6 +35,9 @@ or shard all leaves along axis 0:
     pos      [B, S] int32    position of the token in each slot; -1 = empty or padding (never attended)
     layers_i {'k': [B, K, H, S], 'v': [B, K, S, H]}   (the layouts decoding reads directly)
     layers   {'k': [B, L, K, H, S], 'v': [B, L, K, S, H]}   (scanned layout: layer axis second)
+A decode cache made by `share_prefix(cfg, prefilled, k, max_new)` also holds P = B/k prompts once
+(`prefix_pos` [P, Tp] and each layer's `prefix_k`, `prefix_v` with P rows): the prompt's keys
+precede the slots, and its KV is neither copied per sample nor grown with k.
 Positions are derived from the padding: a real token's position is the number of real tokens
 before it in its row; pad slots are never attended. Slots past S are not checked inside jit (the
 caller keeps index + T <= S); outside jit an overflow raises.
@@ -105,29 +108,36 @@ class Transformer(nn.Module):
         positions = jnp.maximum(jnp.cumsum(pad_mask, axis=1) - 1, 0)
       q_slot = jnp.broadcast_to(jnp.arange(t), (b, t))
       k_slot, k_pos, k_valid = jnp.arange(t), positions, pad_mask
-      index = None
+      k_pos_attn, index = k_pos, None
     else:
-      index = cache["index"]
+      index = cache["index"][0]  # rows advance in lockstep: one scalar slot for every row
       s = cache["pos"].shape[1]
       if t > s:
         raise ValueError(f"{t} tokens do not fit a cache of length {s}")
-      idx = _concrete(index)
+      idx = _concrete(cache["index"])
       if idx is not None and idx.size and idx.max() + t > s:
         raise ValueError(f"cache overflow: writing {t} tokens at slot {idx.max()} of a cache of length {s}")
       if positions is None:
         positions = cache["next_pos"][:, None] + jnp.cumsum(pad_mask, axis=1) - 1
         positions = jnp.maximum(positions, 0)
       new_pos = jnp.where(pad_mask, positions, -1).astype(jnp.int32)
-      k_pos = jax.vmap(lambda buf, new, i: jax.lax.dynamic_update_slice_in_dim(buf, new, i, axis=0))(
-          cache["pos"], new_pos, index)
-      q_slot = index[:, None] + jnp.arange(t)[None, :]
+      k_pos = jax.lax.dynamic_update_slice_in_dim(cache["pos"], new_pos, index, axis=1)
+      q_slot = jnp.broadcast_to(index + jnp.arange(t), (b, t))
       k_slot, k_valid = jnp.arange(s), k_pos >= 0
+      if "prefix_pos" in cache:  # a shared prompt: its keys come first, then the cache's slots
+        pre = cache["prefix_pos"]
+        all_pos = jnp.concatenate([jnp.repeat(pre, b // pre.shape[0], axis=0), k_pos], axis=1)
+        q_slot = q_slot + pre.shape[1]
+        k_slot, k_valid = jnp.arange(pre.shape[1] + s), all_pos >= 0
+        k_pos_attn = all_pos
+      else:
+        k_pos_attn = k_pos
     positions = positions.astype(jnp.int32)
 
     windows = {cfg.sliding_window if local else None for local in cfg.local_layers}
     if cfg.scan_layers:
       windows.add(None)
-    masks = {w: layers.attention_mask(q_slot, positions, k_slot, k_pos, k_valid, w) for w in windows}
+    masks = {w: layers.attention_mask(q_slot, positions, k_slot, k_pos_attn, k_valid, w) for w in windows}
 
     embed = self.param("embed", nn.with_logical_partitioning(
         nn.initializers.normal(cfg.d_model ** -0.5), ("vocab", "embed")),
@@ -140,7 +150,7 @@ class Transformer(nn.Module):
     block = lora.wrap_class(cfg) if cfg.lora_rank else layers.Block
     block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat_policy]) if cfg.remat else block
     new_cache = None if cache is None else {
-        "index": index + t,
+        **cache, "index": cache["index"] + t,
         "next_pos": cache["next_pos"] + jnp.sum(pad_mask, axis=1, dtype=jnp.int32),
         "pos": k_pos}
     if cfg.scan_layers:
@@ -153,13 +163,13 @@ class Transformer(nn.Module):
           x, positions, masks[cfg.sliding_window if any(cfg.local_layers) else None],
           None if cache is None else cache["layers"], index, local_flags, masks[None])
       if cache is not None:
-        new_cache["layers"] = layer_cache
+        new_cache["layers"] = {**cache["layers"], **layer_cache}
     for i, local in enumerate(() if cfg.scan_layers else cfg.local_layers):
       window = cfg.sliding_window if local else None
       layer_cache = None if cache is None else cache[f"layers_{i}"]
       x, layer_cache = block(cfg, window, name=f"layers_{i}")(x, positions, masks[window], layer_cache, index)
       if cache is not None:
-        new_cache[f"layers_{i}"] = layer_cache
+        new_cache[f"layers_{i}"] = {**cache[f"layers_{i}"], **layer_cache}
 
     hidden = layers.RMSNorm(cfg, name="final_norm")(x)
     if cfg.tie_embeddings:
@@ -251,6 +261,30 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = None) ->
   for i in range(0 if cfg.scan_layers else cfg.n_layers):
     cache[f"layers_{i}"] = {"k": jnp.zeros(k_shape, dtype), "v": jnp.zeros(v_shape, dtype)}
   return cache
+
+
+def share_prefix(cfg: ModelConfig, prefilled: dict[str, Any], k: int, max_new: int) -> dict[str, Any]:
+  """A decode cache of P*k rows whose prompt is stored once per prompt.
+
+  prefilled: the cache of P prompts after their prefill, its slots holding exactly the prompts
+  (`init_cache(cfg, P, T)` then one call on the [P, T] prompts). Returns a cache of P*k rows
+  (row p*k + j is sample j of prompt p) with `max_new` slots for the generated tokens, plus the
+  prompts' keys and values as they are, never repeated: 'prefix_pos' [P, T] and, in every layer,
+  'prefix_k' / 'prefix_v' (layout of 'k' / 'v' with T slots). Attention reads the prompt's keys
+  once per prompt and each row's own slots after them (layers.Attention), so the prompt's KV
+  memory and its reads per decode step do not grow with k.
+  """
+  rows = prefilled["pos"].shape[0] * k
+  out = init_cache(cfg, rows, max_new, dtype=_cache_dtype(prefilled))
+  out["next_pos"] = jnp.repeat(prefilled["next_pos"], k, axis=0)
+  out["prefix_pos"] = prefilled["pos"]
+  for name in [n for n in out if n.startswith("layers")]:
+    out[name] = {**out[name], "prefix_k": prefilled[name]["k"], "prefix_v": prefilled[name]["v"]}
+  return out
+
+
+def _cache_dtype(cache: dict[str, Any]) -> Any:
+  return next(v["k"].dtype for n, v in cache.items() if n.startswith("layers"))
 
 
 def cache_logical_axes(cfg: ModelConfig) -> dict[str, Any]:

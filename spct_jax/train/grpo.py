@@ -41,9 +41,9 @@ def loss_fn(model, *, temperature: float, clip_eps: float, beta: float, kl_estim
   def fn(params, batch, rng):
     del rng
     n = batch["old_logprobs"].shape[1]  # completion slots: the LM head runs on those only
-    lp, ent = sft.token_logprobs(model, params, batch["tokens"], batch["pad_mask"], temperature,
-                                 with_entropy=True, start=batch["tokens"].shape[1] - 1 - n)
     mask = batch["loss_mask"][:, -n:].astype(jnp.float32)
+    lp, ent = sft.token_logprobs(model, params, batch["tokens"], batch["pad_mask"], temperature,
+                                 with_entropy=True, start=batch["tokens"].shape[1] - 1 - n, where=mask > 0)
     old = jax.lax.stop_gradient(lp) if on_policy else batch["old_logprobs"]
     per_tok, parts = rl.grpo_token_loss(lp, old, batch["ref_logprobs"], batch["advantages"],
                                         clip_eps=clip_eps, beta=beta, kl_estimator=kl_estimator)
@@ -69,7 +69,8 @@ def reference_pass(model, temperature: float, micro_batches: int = 1):
   splits them), the LM head on those slots only and in chunks (`sft.token_logprobs`)."""
   def fn(params, tokens, pad_mask, n_new):
     def one(t, m):
-      return sft.token_logprobs(model, params, t, m, temperature, start=t.shape[1] - 1 - n_new)
+      return sft.token_logprobs(model, params, t, m, temperature, start=t.shape[1] - 1 - n_new,
+                                where=m[:, -n_new:])
     if micro_batches == 1:
       return one(tokens, pad_mask)
     micro = step_lib.split_micro({"tokens": tokens, "pad_mask": pad_mask}, micro_batches)

@@ -92,3 +92,24 @@ def test_sft_step_on_8_device_meshes_equals_one_device():
     # relative to the whole parameter vector: Adam's first steps move near-zero-gradient
     # entries by +-lr whatever the rounding, so elementwise ratios of tiny entries mean nothing.
     assert_params_close(ref_params, params)
+
+
+def test_head_on_needed_positions_only_equals_the_full_head_values_and_gradients():
+  """`where` gathers each row's loss positions to its front and skips chunks no row needs:
+  same log-probs and entropies there (0 elsewhere), same gradient as the head on every position."""
+  params = transformer.init_params(CFG, jax.random.key(0))
+  batch = jax.tree.map(jnp.asarray, _batch(t=16))
+  model = transformer.Transformer(CFG)
+  mask = batch["loss_mask"][:, 1:]
+
+  def loss(p, where):
+    lp, ent = sft.token_logprobs(model, p, batch["tokens"], batch["pad_mask"], 0.7, with_entropy=True,
+                                 chunk=3, where=where)
+    return (lp * mask).sum() + 0.1 * (ent * mask).sum(), (lp, ent)
+
+  (v_all, (lp_all, ent_all)), g_all = jax.value_and_grad(loss, has_aux=True)(params, None)
+  (v_some, (lp_some, ent_some)), g_some = jax.value_and_grad(loss, has_aux=True)(params, mask)
+  np.testing.assert_allclose(lp_some, np.where(mask, lp_all, 0.0), atol=1e-5)
+  np.testing.assert_allclose(ent_some, np.where(mask, ent_all, 0.0), atol=1e-5)
+  np.testing.assert_allclose(v_some, v_all, rtol=1e-5)
+  assert_params_close(g_all, g_some, rtol=1e-5)
