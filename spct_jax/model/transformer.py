@@ -123,15 +123,12 @@ class Transformer(nn.Module):
       new_pos = jnp.where(pad_mask, positions, -1).astype(jnp.int32)
       k_pos = jax.lax.dynamic_update_slice_in_dim(cache["pos"], new_pos, index, axis=1)
       q_slot = jnp.broadcast_to(index + jnp.arange(t), (b, t))
-      k_slot, k_valid = jnp.arange(s), k_pos >= 0
+      k_pos_attn = k_pos
       if "prefix_pos" in cache:  # a shared prompt: its keys come first, then the cache's slots
         pre = cache["prefix_pos"]
-        all_pos = jnp.concatenate([jnp.repeat(pre, b // pre.shape[0], axis=0), k_pos], axis=1)
+        k_pos_attn = jnp.concatenate([jnp.repeat(pre, b // pre.shape[0], axis=0), k_pos], axis=1)
         q_slot = q_slot + pre.shape[1]
-        k_slot, k_valid = jnp.arange(pre.shape[1] + s), all_pos >= 0
-        k_pos_attn = all_pos
-      else:
-        k_pos_attn = k_pos
+      k_slot, k_valid = jnp.arange(k_pos_attn.shape[1]), k_pos_attn >= 0
     positions = positions.astype(jnp.int32)
 
     windows = {cfg.sliding_window if local else None for local in cfg.local_layers}
