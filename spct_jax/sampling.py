@@ -287,6 +287,13 @@ def _write(state: DecodeState, tok_R: Array, lp_R: Array, stop_ids: tuple[int, .
       done=state.done | (live & jnp.isin(tok_R, jnp.asarray(stop_ids, jnp.int32))))
 
 
+def _last_logits(cfg: ModelConfig, params: Any, hidden: Array) -> Array:
+  """The LM head at the prompt's last position only ([B, V] float32; prompts are left-padded):
+  the prefill needs no other logits (a [B, T, V] head costs more than the layers for a large
+  vocabulary)."""
+  return transformer.head_logits(cfg, hidden[:, -1], transformer.head_weight(cfg, params))
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "k", "max_new_tokens", "sampling", "stop_ids",
                                               "pad_id", "mesh", "share_prefix"))
 def _sample_jit(params: Any, prompt_tokens: Array, prompt_mask: Array, keys_B: Array, *,
@@ -300,15 +307,15 @@ def _sample_jit(params: Any, prompt_tokens: Array, prompt_mask: Array, keys_B: A
   max_len = t + n
   if share_prefix:  # the prompt's KV once per prompt, each sample's own KV after it
     cache = transformer.init_cache(cfg, b, t)
-    logits, cache = model.apply({"params": params}, prompt_tokens, pad_mask=prompt_mask, cache=cache)
+    hidden, cache = model.apply({"params": params}, prompt_tokens, pad_mask=prompt_mask, cache=cache, head=False)
     cache = transformer.share_prefix(cfg, cache, k, n)
-    last_logits = jnp.repeat(logits[:, -1], k, axis=0)                  # [R, V]
+    last_logits = jnp.repeat(_last_logits(cfg, params, hidden), k, axis=0)  # [R, V]
   else:  # the baseline: every sample prefills its own copy of the prompt
     tokens_R = _rows(jnp.repeat(prompt_tokens, k, axis=0), mesh)
     mask_R = _rows(jnp.repeat(prompt_mask, k, axis=0), mesh)
     cache = jax.tree.map(lambda x: _rows(x, mesh), transformer.init_cache(cfg, r, max_len))
-    logits, cache = model.apply({"params": params}, tokens_R, pad_mask=mask_R, cache=cache)
-    last_logits = logits[:, -1]
+    hidden, cache = model.apply({"params": params}, tokens_R, pad_mask=mask_R, cache=cache, head=False)
+    last_logits = _last_logits(cfg, params, hidden)
   cache = _cache_rows(cache, r, mesh)
   last_logits = _rows(last_logits, mesh)
 

@@ -113,9 +113,13 @@ class Judged:
 
 
 def model_name(spec: str) -> str:
-  """The name a model goes by in results: a stage's name, else the folder's name."""
+  """The name a model goes by in results: a stage's name, `bundled_<stage>` for a result shipped
+  with the package (so that it can sit beside the workdir's own stage of that name), else the
+  folder's name."""
   kind, _, where = spec.partition(":")
-  return where if kind in ("stage", "bundled") else os.path.basename(os.path.normpath(where)) or spec
+  if kind == "stage":
+    return where
+  return f"bundled_{where}" if kind == "bundled" else os.path.basename(os.path.normpath(where)) or spec
 
 
 def judge_model(cfg, workdir: str, name: str, spec: str, key: str, variant: str, exs, mesh, meta_model) -> Judged:
@@ -129,12 +133,16 @@ def judge_model(cfg, workdir: str, name: str, spec: str, key: str, variant: str,
   greedy = judge_lib.judge(exs, k=1, sampling=sampling_lib.Greedy(), seed=stage.seed(cfg, "eval_greedy"),
                            desc=f"{name} greedy", **common)
   t_greedy, t0 = time.perf_counter() - t0, time.perf_counter()
+  # eval.pool = 0: greedy only (no sampled critiques, no voting@k; the pool-based figures are the
+  # greedy critique's), for models too slow to sample a pool on the machine at hand
   pool = judge_lib.judge(exs, k=e.pool, sampling=sampling_lib.Temperature(e.temperature),
-                         seed=stage.seed(cfg, "eval_pool"), desc=f"{name} pool of {e.pool}", **common)
+                         seed=stage.seed(cfg, "eval_pool"), desc=f"{name} pool of {e.pool}",
+                         **common) if e.pool else greedy
   t_pool = time.perf_counter() - t0
-  n_tokens = sum(len(grm.tokenizer.encode(t)) for j in pool for t in j.texts)
-  print(f"[eval] {name}: {len(exs)} items, greedy in {t_greedy:.0f}s, {e.pool} samples each in {t_pool:.0f}s "
-        f"({n_tokens / max(t_pool, 1e-9):.0f} critique tokens/s)", flush=True)
+  n_tokens = sum(len(grm.tokenizer.encode(t)) for j in (pool if e.pool else greedy) for t in j.texts)
+  took = (t_pool, f"{e.pool} samples each") if e.pool else (t_greedy, "no pool (eval.pool = 0)")
+  print(f"[eval] {name}: {len(exs)} items, greedy in {t_greedy:.0f}s, {took[1]} in {t_pool:.0f}s "
+        f"({n_tokens / max(took[0], 1e-9):.0f} critique tokens/s)", flush=True)
   judged = Judged(name, spec, variant, greedy, pool)
   if meta_model is not None:
     judged.meta_raw, judged.meta_too_long = rm.meta_scores(
@@ -231,6 +239,10 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
   ks = tuple(k for k in e.ks if k <= e.pool)
   meta_model = stage.load_model(cfg, workdir, cfg.meta_rm, reward_head=True, key="meta_rm") if cfg.meta_rm else None
 
+  names = [model_name(s) for s in (*compare, cfg.init)]
+  if len(set(names)) < len(names):
+    raise ValueError(f"config compare={compare!r} and init={cfg.init!r} name models {names}: each model "
+                     "needs a name of its own in the results")
   grms = [judge_model(cfg, workdir, model_name(s), s, "compare", cfg.data.variant, exs, mesh, meta_model)
           for s in compare]
   main = judge_model(cfg, workdir, model_name(cfg.init), cfg.init, "init", cfg.data.variant, exs, mesh, meta_model)
@@ -253,8 +265,9 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
     results["meta_rm"] = {"model": cfg.meta_rm, "too_long": main.meta_too_long,
                           "auc": metrics.roc_auc([v for v, _ in scored], [ok for _, ok in scored])}
   results["greedy"] = metrics.pool_metrics(exs, scores_greedy, seed=boot, n_boot=e.n_boot)
-  results[f"voting@{e.pool}"] = metrics.pool_metrics(exs, scores_pool, "sum", seed=boot, n_boot=e.n_boot)
-  results[f"mode_voting@{e.pool}"] = metrics.pool_metrics(exs, scores_pool, "mode", seed=boot, n_boot=e.n_boot)
+  if e.pool:
+    results[f"voting@{e.pool}"] = metrics.pool_metrics(exs, scores_pool, "sum", seed=boot, n_boot=e.n_boot)
+    results[f"mode_voting@{e.pool}"] = metrics.pool_metrics(exs, scores_pool, "mode", seed=boot, n_boot=e.n_boot)
   curve = metrics.voting_curve([exs[i] for i in ranked], [scores_pool[i] for i in ranked],
                                None if meta is None else [meta[i] for i in ranked],
                                ks=ks, n_draws=e.n_draws, seed=boot, n_boot=e.n_boot)
@@ -262,8 +275,10 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
     base = grms[-1]
     results["no_principles"] = {
         "model": cfg.no_principles,
-        "greedy": metrics.pool_metrics(exs, [j.scores for j in base.greedy], seed=boot, n_boot=e.n_boot),
-        f"voting@{e.pool}": metrics.pool_metrics(exs, [j.scores for j in base.pool], "sum", seed=boot, n_boot=e.n_boot)}
+        "greedy": metrics.pool_metrics(exs, [j.scores for j in base.greedy], seed=boot, n_boot=e.n_boot)}
+    if e.pool:
+      results["no_principles"][f"voting@{e.pool}"] = metrics.pool_metrics(
+          exs, [j.scores for j in base.pool], "sum", seed=boot, n_boot=e.n_boot)
     curve.accuracy["no principles"] = tuple(results["models"]["no_principles"]["sum"][str(k)] for k in curve.ks)
     curve.ci["no principles"] = tuple(tuple(results["models"]["no_principles"]["sum_ci"][str(k)]) for k in curve.ks)
   results["curve"] = curve.as_dict()
@@ -286,7 +301,7 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
   results["differences"] = differences(main.name, chain_names, per_item, ks[-1] if ks else 0, cfg)
 
   if data.format == "rewardbench":
-    for key, sc in (("greedy", scores_greedy), (f"voting@{e.pool}", scores_pool)):
+    for key, sc in (("greedy", scores_greedy), (f"voting@{e.pool}", scores_pool))[:2 if e.pool else 1]:
       results[key]["rewardbench"] = metrics.rewardbench_scores(
           metrics.pool_correct(exs, sc).astype(float), [ex.family for ex in exs])
   if data.best_of_k:
@@ -313,7 +328,8 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
 def summary_rows(results: dict, pool: int) -> dict:
   """The headline numbers (the terminal summary and the first table of results.md)."""
   rows = {}
-  for key in ("greedy", f"voting@{pool}", f"mode_voting@{pool}"):
+  keys = ("greedy", f"voting@{pool}", f"mode_voting@{pool}") if pool else ("greedy",)  # pool 0: greedy only
+  for key in keys:
     r = results[key]
     rows[f"{key} accuracy"] = r["accuracy"]
     rows[f"{key} accuracy_ci"] = r.get("accuracy_ci")
@@ -325,7 +341,7 @@ def summary_rows(results: dict, pool: int) -> dict:
   if "meta_rm" in results:
     rows["meta RM AUC (correct vs not)"] = results["meta_rm"]["auc"]
   if "no_principles" in results:
-    for key in ("greedy", f"voting@{pool}"):
+    for key in keys[:2]:
       rows[f"no principles {key} accuracy"] = results["no_principles"][key]["accuracy"]
       rows[f"no principles {key} accuracy_ci"] = results["no_principles"][key].get("accuracy_ci")
   if "scalar_rm" in results:
@@ -333,7 +349,7 @@ def summary_rows(results: dict, pool: int) -> dict:
     rows["scalar RM accuracy_ci"] = results["scalar_rm"]["accuracy_ci"]
   if "best_of_k" in results:
     rows["best-of-K accuracy"] = results["best_of_k"]["accuracy"]
-  for key in ("greedy", f"voting@{pool}"):
+  for key in keys[:2]:
     rb = results[key].get("rewardbench")
     if rb:
       rows[f"{key} RewardBench final"] = rb["final"]
@@ -350,7 +366,9 @@ def write_outputs(out_dir: epath.Path, results: dict, curve, extra: dict, exampl
         report.markdown_table({}, curve), "", "## All metrics", "",
         report.markdown_table({k: v for k, v in results.items() if k != "curve"})]
   (out_dir / "results.md").write_text("\n".join(md) + "\n")
-  if extras.available("matplotlib"):
+  if not curve.ks:
+    print("[eval] curve.png not drawn: no voting@k (eval.pool = 0, greedy only)", flush=True)
+  elif extras.available("matplotlib"):
     report.plot_curve(curve, out_dir / "curve.png", extra_lines={k: v for k, v in extra.items() if v is not None},
                       title=f"{results['model']} on {os.path.basename(str(results['data']))}")
   else:

@@ -75,6 +75,28 @@ def test_evaluate_trains_what_it_needs_and_writes_every_output(chain):
   assert "paired difference" in (out / "results.md").read_text()
 
 
+def test_evaluate_greedy_only_beside_a_bundled_model(chain):
+  workdir, _ = chain  # eval.pool = 0: one greedy critique per item and model, no pool, no voting@k
+  proc = _run("spct_jax.evaluate", "--config=configs/eval.py", "--config.smoke=True", f"--workdir={workdir}",
+              "--config.eval.pool=0", "--config.compare=('bundled:warmup', 'stage:warmup')", "--config.meta_rm=",
+              "--config.scalar_rm=", "--config.name=greedy_only")
+  out = workdir / "eval" / "greedy_only"
+  results = json.loads((out / "results.json").read_text())
+  assert results["pool"] == 0 and not any(k.startswith(("voting@", "mode_voting@")) for k in results)
+  assert results["curve"]["ks"] == [] and not (out / "curve.png").exists()
+  assert set(results["models"]) == {"bundled_warmup", "warmup", "grpo"}  # the shipped 1.5M beside the stages
+  assert not results["models"]["grpo"].get("sum") and 0.0 <= results["models"]["grpo"]["greedy"] <= 1.0
+  assert set(results["differences"]) == {"warmup - bundled_warmup, greedy", "grpo - warmup, greedy"}
+  samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+  assert len(samples) == 4 and all(len(s["texts"]) == 1 for s in samples)  # the greedy critiques
+  assert "voting@0" not in (out / "results.md").read_text() and "greedy only" in proc.stdout
+  same = subprocess.run([sys.executable, "-m", "spct_jax.evaluate", "--config=configs/eval.py", "--config.smoke=True",
+                         f"--workdir={workdir}", "--config.eval.pool=0", "--config.compare=('stage:grpo',)",
+                         "--config.meta_rm=", "--config.scalar_rm=", "--config.name=twice"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert same.returncode != 0 and "each model needs a name of its own" in same.stderr
+
+
 def test_evaluate_a_rewardbench_file(chain, tmp_path):
   workdir, _ = chain
   subsets = ["alpacaeval-easy", "mt-bench-hard", "refusals-dangerous", "math-prm", "hep-python"]
