@@ -33,8 +33,9 @@ def token_logprobs(model, params: Any, tokens: jax.Array, pad_mask: jax.Array | 
   where: [B, T-1-start] bool, the positions whose values are needed (a loss mask); the others
     come back as 0. Each row's needed positions are gathered to its front, and a chunk that no
     row needs is skipped at run time (`lax.cond`), so the head costs what the longest row needs.
-  The head runs `chunk` positions at a time as logit[target] - logsumexp(logits), rematerialised
-  in the backward pass, so no [B, T, V] float32 array exists (the vocabulary is 256k for Gemma).
+  The head runs `chunk` positions at a time as logit[target] - logsumexp(logits), and again chunk by
+  chunk in the backward pass (`_chunked_head`), so no [B, T, V] float32 array exists (the vocabulary
+  is 262k for Gemma 3) and the head's weight gradient is one [D, V] sum, not one per chunk.
   """
   from spct_jax.model import transformer
   cfg = model.cfg
@@ -55,27 +56,65 @@ def token_logprobs(model, params: Any, tokens: jax.Array, pad_mask: jax.Array | 
   targets = jnp.pad(targets, ((0, 0), (0, m * c - n))).reshape(b, m, c).swapaxes(0, 1)
   needed = jnp.pad(needed, ((0, 0), (0, m * c - n))).reshape(b, m, c).swapaxes(0, 1)
 
-  @jax.checkpoint
-  def head(h, t):
-    logits = transformer.head_logits(cfg, h, weight) / temperature  # [B, c, V] float32
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    lp = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0] - lse
-    ent = lse - (jax.nn.softmax(logits, axis=-1) * logits).sum(-1)
-    return lp, ent
-
-  def one(xs):
-    h, t, need = xs
-    if where is None:
-      return head(h, t)
-    zeros = jnp.zeros(t.shape, jnp.float32)
-    return jax.lax.cond(need.any(), head, lambda h, t: (zeros, zeros), h, t)
-
-  lp, ent = jax.lax.map(one, (hidden, targets, needed))  # [M, B, c]
+  lp, ent = _chunked_head(cfg, temperature, skip=where is not None)(hidden, weight, targets, needed)  # [M, B, c]
   lp, ent = (x.swapaxes(0, 1).reshape(b, m * c)[:, :n] for x in (lp, ent))
   if where is not None:  # back to the positions' own places; 0 where not needed
     back = jnp.argsort(order, axis=1)
     lp, ent = (jnp.where(where, jnp.take_along_axis(x, back, axis=1), 0.0) for x in (lp, ent))
   return (lp, ent) if with_entropy else lp
+
+
+def _chunked_head(cfg, temperature: float, skip: bool):
+  """f(hidden [M, B, c, D], weight [D, V], targets [M, B, c], needed [M, B, c]) -> (log-prob,
+  entropy) [M, B, c] of the M chunks, with its own backward pass: a scan over the chunks that
+  recomputes each chunk's logits, takes its vjp and adds the weight's gradient into one [D, V]
+  float32 sum (differentiating a map over the chunks instead keeps one [D, V] cotangent per chunk:
+  9 GiB for Gemma 3's 262k vocabulary at 14 chunks). skip: a chunk no row needs is skipped
+  (`lax.cond`) both ways, its values 0."""
+  from spct_jax.model import transformer
+
+  def head(h, w, t):
+    logits = transformer.head_logits(cfg, h, w) / temperature  # [B, c, V] float32
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    lp = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0] - lse
+    ent = lse - (jax.nn.softmax(logits, axis=-1) * logits).sum(-1)
+    return lp, ent
+
+  def forward(h_m, w, t_m, need_m):
+    def one(xs):
+      h, t, need = xs
+      if not skip:
+        return head(h, w, t)
+      zeros = jnp.zeros(t.shape, jnp.float32)
+      return jax.lax.cond(need.any(), lambda: head(h, w, t), lambda: (zeros, zeros))
+    return jax.lax.map(one, (h_m, t_m, need_m))
+
+  @jax.custom_vjp
+  def f(h_m, w, t_m, need_m):
+    return forward(h_m, w, t_m, need_m)
+
+  def fwd(h_m, w, t_m, need_m):
+    return forward(h_m, w, t_m, need_m), (h_m, w, t_m, need_m)
+
+  def bwd(res, cts):
+    h_m, w, t_m, need_m = res
+
+    def step(dw, xs):
+      h, t, need, ct = xs
+
+      def grads(dw):
+        _, vjp = jax.vjp(lambda h, w: head(h, w, t), h, w)
+        dh, dw_chunk = vjp(ct)
+        return dw + dw_chunk.astype(jnp.float32), dh
+      if not skip:
+        return grads(dw)
+      return jax.lax.cond(need.any(), grads, lambda dw: (dw, jnp.zeros_like(h)), dw)
+
+    dw, dh = jax.lax.scan(step, jnp.zeros(w.shape, jnp.float32), (h_m, t_m, need_m, cts))
+    return dh, dw.astype(w.dtype), None, None
+
+  f.defvjp(fwd, bwd)
+  return f
 
 
 def loss_fn(model):

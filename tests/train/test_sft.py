@@ -107,8 +107,18 @@ def test_head_on_needed_positions_only_equals_the_full_head_values_and_gradients
                                  chunk=3, where=where)
     return (lp * mask).sum() + 0.1 * (ent * mask).sum(), (lp, ent)
 
+  def reference(p):  # the whole [B, T, V] head, JAX's own autodiff
+    logits = model.apply({"params": p}, batch["tokens"], pad_mask=batch["pad_mask"])[:, :-1] / 0.7
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    lp = jnp.take_along_axis(logp, batch["tokens"][:, 1:, None], axis=-1)[..., 0]
+    ent = -(jnp.exp(logp) * logp).sum(-1)
+    return (lp * mask).sum() + 0.1 * (ent * mask).sum()
+
+  v_ref, g_ref = jax.value_and_grad(reference)(params)
   (v_all, (lp_all, ent_all)), g_all = jax.value_and_grad(loss, has_aux=True)(params, None)
   (v_some, (lp_some, ent_some)), g_some = jax.value_and_grad(loss, has_aux=True)(params, mask)
+  np.testing.assert_allclose(v_all, v_ref, rtol=1e-5)
+  assert_params_close(g_ref, g_all, rtol=1e-5)
   np.testing.assert_allclose(lp_some, np.where(mask, lp_all, 0.0), atol=1e-5)
   np.testing.assert_allclose(ent_some, np.where(mask, ent_all, 0.0), atol=1e-5)
   np.testing.assert_allclose(v_some, v_all, rtol=1e-5)
