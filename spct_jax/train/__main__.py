@@ -39,7 +39,8 @@ def main(argv):
         what = "(would install the bundled result)"
       else:
         what = f"(would run: {stage_cfg.get('cost', 'cost not stated')})"
-      print(f"[dry run] {stage_cfg.stage:<8s} init={stage_cfg.init:<16s} model={stage_cfg.model.preset:<10s} "
+      model = stage_cfg.model.preset if stage_cfg.init == "scratch" else "(the init's)"  # load.load
+      print(f"[dry run] {stage_cfg.stage:<8s} init={stage_cfg.init:<16s} model={model:<12s} "
             f"steps={stage_cfg.train.steps:<5d} batch={stage_cfg.train.batch_size:<4d} {what}")
     return
   try:
