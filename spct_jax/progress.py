@@ -38,4 +38,5 @@ def bar(iterable: Iterable[T], *, desc: str, total: int | None = None, initial: 
     if now - last >= every_s or done == total:
       last = now
       of = f"/{total}" if total else ""
-      print(f"[{desc}] {done}{of} {unit}s, {now - t0:.0f}s", flush=True)
+      units = unit + ("es" if unit.endswith(("s", "x", "ch", "sh")) else "s")  # batch: batches
+      print(f"[{desc}] {done}{of} {units}, {now - t0:.0f}s", flush=True)
