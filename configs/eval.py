@@ -38,6 +38,7 @@ def get_config():
   c.eval.n = 1024                 # items (0 = every item of a file)
   c.eval.seed = -1                # generator seed of the synthetic test items (-1: seed + SEEDS["test"])
   c.eval.pool = 32                # sampled critiques per item; every voting@k comes from this pool (0: greedy only)
+  c.eval.compare_pool = -1        # pool of the compared stages (-1: eval.pool; 0: greedy only, cheaper)
   c.eval.ks = (1, 2, 4, 8, 16, 32)
   c.eval.temperature = 0.5        # the paper's temperature when scaling
   c.eval.max_new_tokens = 160

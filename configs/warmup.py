@@ -80,7 +80,7 @@ def get_config() -> ConfigDict:
 
   c.eval = ConfigDict()
   c.eval.n = 128                # validation items judged by sampling at the end of the stage
-  c.eval.k = 8                  # samples per item for voting@k
+  c.eval.k = 8                  # samples per item for voting@k (0: greedy only, cheaper)
   c.eval.temperature = 0.5      # the paper's temperature when scaling
   c.eval.max_new_tokens = 160
 

@@ -243,6 +243,50 @@ def _clause(c: str, refs: dict, s: dict, met: bool) -> str:
   return f"gives the river {s['river']}" if met else "gives no river"
 
 
+# How an analysis clause that says a response meets the criterion starts (a failing one adds
+# ", not <reference>" or says otherwise).
+_MET = {"fact": re.compile(r"says [A-Z][a-z]+\b(?!, not)"), "memory": re.compile(r"names [A-Z][a-z]+\b(?!, not)"),
+        "format": re.compile(r"ends with '[!?.]'(?!, not)"), "fairness": re.compile(r"judges no group"),
+        "complete": re.compile(r"gives the river ")}
+
+
+def critique_parts(shown: GRMExample, critique: str) -> dict | None:
+  """Where a critique of `shown` (the item in the order the GRM saw it) goes right or wrong, in
+  the three steps a right verdict takes here: `choice`, its main principle is the decisive
+  criterion; `reading`, the share of responses whose analysis starts with the true clause of that
+  main criterion (what the response says about it); `follows`, its scores put a single top on the
+  one response its own analysis says meets the main criterion (None when the analysis says that
+  of no response or of several). None for a critique without a readable main principle, scores
+  or analysis of every response."""
+  from spct_jax.grm import prompts
+  from spct_jax.grm import scores as scores_lib
+  main = main_principle(critique)
+  parsed = scores_lib.parse_scores(critique, shown.n)
+  _, analysis = prompts.split_critique(critique)
+  pieces = re.split(r"Response (\d+) ", analysis)
+  notes = {int(pieces[i]) - 1: pieces[i + 1].strip() for i in range(1, len(pieces) - 1, 2)}
+  if main is None or parsed is None or sorted(notes) != list(range(shown.n)):
+    return None
+  rd = read(shown)
+  truth = [_clause(main, rd.refs, rd.said[i], rd.meets[i][main]) for i in range(shown.n)]
+  met = [bool(_MET[main].match(notes[i])) for i in range(shown.n)]
+  top = [i for i, v in enumerate(parsed) if v == max(parsed)]
+  return {"choice": main == rd.decisive,
+          "reading": float(np.mean([notes[i].startswith(t) for i, t in enumerate(truth)])),
+          "follows": (top == [met.index(True)]) if sum(met) == 1 else None}
+
+
+def parts_summary(shown: Sequence[GRMExample], critiques: Sequence[str]) -> dict:
+  """Means of `critique_parts` over critiques of the shown items: `reading` over the critiques it
+  can read, `follows` over those whose analysis names one response meeting the main criterion
+  (None where there are none)."""
+  parts = [critique_parts(ex, c) for ex, c in zip(shown, critiques)]
+  read_ = [p["reading"] for p in parts if p is not None]
+  follows = [p["follows"] for p in parts if p is not None and p["follows"] is not None]
+  return {"reading": float(np.mean(read_)) if read_ else None,
+          "follows": float(np.mean(follows)) if follows else None}
+
+
 def _grades(reading: Reading, main: str, main_weight: int) -> list[int]:
   rest = (100 - main_weight) / (len(reading.contested) - 1)
   return [_score(sum((main_weight if c == main else rest) / 100 for c in reading.contested if mt[c]))

@@ -89,13 +89,14 @@ def comparison_table(results: Mapping) -> str:
   ks = sorted({int(k) for m in models.values() for k in m.get("sum", {})})
   decisive = any("decisive_first" in m for m in models.values())  # the principled world's models
   head = ["model", "greedy [95% CI]"] + [f"sum@{k}" for k in ks] + [f"meta@{k}" for k in ks]
-  head += ["decisive principle first (greedy / pool)"] if decisive else []
+  head += ["decisive principle first (greedy / pool)", "reading / scores follow analysis (greedy)"] if decisive else []
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name, m in models.items():
     ci = m.get("greedy_ci")
     cells = [name, _pct(m.get("greedy")) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")]
     cells += [_pct(m.get("sum", {}).get(str(k))) for k in ks] + [_pct(m.get("meta", {}).get(str(k))) for k in ks]
-    cells += [f"{_pct(m.get('decisive_first'))} / {_pct(m.get('decisive_first_pool'))}"] if decisive else []
+    cells += [f"{_pct(m.get('decisive_first'))} / {_pct(m.get('decisive_first_pool'))}",
+              f"{_pct(m.get('reading'))} / {_pct(m.get('scores_follow_analysis'))}"] if decisive else []
     lines.append("| " + " | ".join(cells) + " |")
   diffs = results.get("differences", {})
   if diffs:

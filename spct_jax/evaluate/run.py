@@ -107,6 +107,7 @@ class Judged:
   variant: str
   greedy: list[judge_lib.Judgement]
   pool: list[judge_lib.Judgement]
+  pool_size: int = 0   # sampled critiques per item (0: none; `pool` is then the greedy critiques)
   meta: list[list[float]] | None = None
   meta_raw: list[list[float]] | None = None
   meta_too_long: int = 0
@@ -122,9 +123,10 @@ def model_name(spec: str) -> str:
   return f"bundled_{where}" if kind == "bundled" else os.path.basename(os.path.normpath(where)) or spec
 
 
-def judge_model(cfg, workdir: str, name: str, spec: str, key: str, variant: str, exs, mesh, meta_model) -> Judged:
-  """Greedy and pooled critiques of `exs` by the GRM `spec` (config field `key`; prompt variant
-  `variant`), and their meta scores when a meta RM is given."""
+def judge_model(cfg, workdir: str, name: str, spec: str, key: str, variant: str, exs, mesh, meta_model,
+                pool_size: int) -> Judged:
+  """Greedy and pooled critiques (pool_size per item) of `exs` by the GRM `spec` (config field
+  `key`; prompt variant `variant`), and their meta scores when a meta RM is given."""
   e = cfg.eval
   grm = stage.load_model(cfg, workdir, spec, key=key)
   common = dict(cfg=grm.config, params=grm.params, tok=grm.tokenizer, max_new_tokens=e.max_new_tokens,
@@ -133,17 +135,17 @@ def judge_model(cfg, workdir: str, name: str, spec: str, key: str, variant: str,
   greedy = judge_lib.judge(exs, k=1, sampling=sampling_lib.Greedy(), seed=stage.seed(cfg, "eval_greedy"),
                            desc=f"{name} greedy", **common)
   t_greedy, t0 = time.perf_counter() - t0, time.perf_counter()
-  # eval.pool = 0: greedy only (no sampled critiques, no voting@k; the pool-based figures are the
+  # pool_size = 0: greedy only (no sampled critiques, no voting@k; the pool-based figures are the
   # greedy critique's), for models too slow to sample a pool on the machine at hand
-  pool = judge_lib.judge(exs, k=e.pool, sampling=sampling_lib.Temperature(e.temperature),
-                         seed=stage.seed(cfg, "eval_pool"), desc=f"{name} pool of {e.pool}",
-                         **common) if e.pool else greedy
+  pool = judge_lib.judge(exs, k=pool_size, sampling=sampling_lib.Temperature(e.temperature),
+                         seed=stage.seed(cfg, "eval_pool"), desc=f"{name} pool of {pool_size}",
+                         **common) if pool_size else greedy
   t_pool = time.perf_counter() - t0
-  n_tokens = sum(len(grm.tokenizer.encode(t)) for j in (pool if e.pool else greedy) for t in j.texts)
-  took = (t_pool, f"{e.pool} samples each") if e.pool else (t_greedy, "no pool (eval.pool = 0)")
+  n_tokens = sum(len(grm.tokenizer.encode(t)) for j in (pool if pool_size else greedy) for t in j.texts)
+  took = (t_pool, f"{pool_size} samples each") if pool_size else (t_greedy, "greedy only (no pool)")
   print(f"[eval] {name}: {len(exs)} items, greedy in {t_greedy:.0f}s, {took[1]} in {t_pool:.0f}s "
         f"({n_tokens / max(took[0], 1e-9):.0f} critique tokens/s)", flush=True)
-  judged = Judged(name, spec, variant, greedy, pool)
+  judged = Judged(name, spec, variant, greedy, pool, pool_size)
   if meta_model is not None:
     judged.meta_raw, judged.meta_too_long = rm.meta_scores(
         exs, pool, mcfg=meta_model.config, params=meta_model.params, tok=meta_model.tokenizer,
@@ -157,6 +159,7 @@ def model_summary(j: Judged, exs, ranked: list[int], ks, cfg) -> tuple[dict, dic
   mode- and meta-RM-voting accuracy at every k, each with its bootstrap CI; per family greedy.
   The per-item vectors ("greedy", "sum@k", "meta@k", ...) feed the paired differences."""
   e, boot = cfg.eval, stage.seed(cfg, "eval_bootstrap")
+  ks = tuple(k for k in ks if k <= j.pool_size)
   rx = [exs[i] for i in ranked]
   greedy = metrics.pool_correct(rx, [j.greedy[i].scores for i in ranked]).astype(float)
   used, _, table = metrics.voting_table(rx, [j.pool[i].scores for i in ranked],
@@ -174,6 +177,10 @@ def model_summary(j: Judged, exs, ranked: list[int], ks, cfg) -> tuple[dict, dic
                                            for i in ranked])) if len(rx) else None
     out["decisive_first_pool"] = float(np.mean([principled.main_principle(t) == exs[i].family
                                                 for i in ranked for t in j.pool[i].texts])) if len(rx) else None
+    # where greedy verdicts go wrong after the choice: reading each response, scores following the analysis
+    parts = principled.parts_summary([exs[i].permuted(j.greedy[i].perms[0]) for i in ranked],
+                                     [j.greedy[i].texts[0] for i in ranked])
+    out["reading"], out["scores_follow_analysis"] = parts["reading"], parts["follows"]
   fams = sorted({ex.family for ex in rx})
   out["greedy_per_family"] = {f: float(np.mean([c for c, ex in zip(greedy, rx) if ex.family == f])) for f in fams}
   if used:
@@ -243,13 +250,15 @@ def run(cfg, workdir: str, config_path: str | None = None, overrides: dict | Non
   if len(set(names)) < len(names):
     raise ValueError(f"config compare={compare!r} and init={cfg.init!r} name models {names}: each model "
                      "needs a name of its own in the results")
-  grms = [judge_model(cfg, workdir, model_name(s), s, "compare", cfg.data.variant, exs, mesh, meta_model)
+  compare_pool = e.pool if e.get("compare_pool", -1) < 0 else min(e.compare_pool, e.pool)
+  grms = [judge_model(cfg, workdir, model_name(s), s, "compare", cfg.data.variant, exs, mesh, meta_model, compare_pool)
           for s in compare]
-  main = judge_model(cfg, workdir, model_name(cfg.init), cfg.init, "init", cfg.data.variant, exs, mesh, meta_model)
+  main = judge_model(cfg, workdir, model_name(cfg.init), cfg.init, "init", cfg.data.variant, exs, mesh, meta_model,
+                     e.pool)
   grms.append(main)
   if cfg.get("no_principles", ""):
     grms.append(judge_model(cfg, workdir, "no_principles", cfg.no_principles, "no_principles", "no_principles",
-                            exs, mesh, meta_model))
+                            exs, mesh, meta_model, e.pool))
 
   results: dict[str, Any] = {"model": cfg.init, "data": data.source, "format": data.format, "data_summary": data.load_summary,
                              "variant": cfg.data.variant, "n_items": len(exs), "pool": e.pool,

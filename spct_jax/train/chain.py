@@ -178,23 +178,22 @@ def ensure(stage: str, config_path: str, workdir: str, overrides: dict | None = 
 
 def stage_table(workdir: str, names=("warmup", "rft", "grpo")) -> str:
   """Held-out accuracy of every finished stage in `workdir`, as a Markdown table."""
-  lines = ["| stage | steps | wall (s) | valid format | accuracy greedy | accuracy voting@k |",
-           "|---|---|---|---|---|---|"]
+  summaries = [(name, json.loads(p.read_text())) for name in names
+               if (p := load_lib.stage_dir(workdir, name) / "summary.json").exists()]
+  decisive = any("val_decisive_first" in s for _, s in summaries)  # the principled world's column
+  lines = ["| stage | steps | wall (s) | valid format | accuracy greedy | accuracy voting@k |"
+           + (" decisive principle first |" if decisive else ""), "|---|---|---|---|---|---|" + ("---|" if decisive else "")]
   chance = None
-  for name in names:
-    path = load_lib.stage_dir(workdir, name) / "summary.json"
-    if not path.exists():
-      continue
-    s = json.loads(path.read_text())
+  for name, s in summaries:
     chance = s.get("val_chance", chance)
     if s.get("bundled"):
       name += " (bundled)"
     voting = {k: v for k, v in s.items() if k.startswith("val_voting@") and k.endswith("_accuracy")}
     vk, vv = next(iter(voting.items()), ("", None))
-    k = vk[len("val_voting@"):-len("_accuracy")] if vk else "?"
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"
+    voted = f"{fmt(vv)} (k={vk[len('val_voting@'):-len('_accuracy')]})" if vk else "-"
     lines.append(f"| {name} | {s.get('steps')} | {s.get('wall_seconds', 0):.0f} | {fmt(s.get('val_valid_rate'))} | "
-                 f"{fmt(s.get('val_accuracy'))} | {fmt(vv)} (k={k}) |")
+                 f"{fmt(s.get('val_accuracy'))} | {voted} |" + (f" {fmt(s.get('val_decisive_first'))} |" if decisive else ""))
   if chance is not None:
     lines.append(f"\nChance on these held-out items (a uniformly random pick): {100 * chance:.1f}%.")
   return "\n".join(lines)

@@ -308,16 +308,20 @@ def sft_rows(pairs, tok, *, max_len: int, variant: str, style: str, prompt_weigh
 # ---- Held-out accuracy.
 
 def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, style: str) -> dict:
-  """Greedy and voting@k (sum) accuracy on held-out items, per family, and in the principled world
+  """Greedy and voting@k (sum; none when cfg.eval.k = 0) accuracy on held-out items, per family, and in the principled world
   the share of greedy critiques that put the decisive principle first (val_decisive_first; on its
   synthetic items only, and not for the no_principles variant, whose critiques state no principle)."""
   common = dict(cfg=mcfg, params=params, tok=tok, max_new_tokens=cfg.eval.max_new_tokens,
                 seed=seed(cfg, "heldout"), variant=variant, style=style, mesh=mesh)
   t0 = time.perf_counter()
   greedy = judge_lib.judge(examples, k=1, sampling=sampling_lib.Greedy(), desc="held-out greedy", **common)
-  voted = judge_lib.judge(examples, k=cfg.eval.k, sampling=sampling_lib.Temperature(cfg.eval.temperature),
-                          desc=f"held-out k={cfg.eval.k}", **common)
-  g, v = metrics.judgement_metrics(examples, greedy), metrics.judgement_metrics(examples, voted)
+  g = metrics.judgement_metrics(examples, greedy)
+  voting = {}
+  if cfg.eval.k:
+    voted = judge_lib.judge(examples, k=cfg.eval.k, sampling=sampling_lib.Temperature(cfg.eval.temperature),
+                            desc=f"held-out k={cfg.eval.k}", **common)
+    v = metrics.judgement_metrics(examples, voted)
+    voting = {f"val_voting@{cfg.eval.k}_accuracy": v["accuracy"], f"val_voting@{cfg.eval.k}_valid_rate": v["valid_rate"]}
   correct = metrics.pool_correct(examples, [j.scores for j in greedy])
   per_family = {f"val_accuracy_{f}": float(np.mean([c for c, ex in zip(correct, examples) if ex.family == f]))
                 for f in sorted({ex.family for ex in examples})}
@@ -325,10 +329,12 @@ def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, st
   if world(cfg) is principled and synthetic_val and variant != "no_principles":  # led by the decisive principle
     per_family["val_decisive_first"] = float(np.mean([principled.main_principle(j.texts[0]) == ex.family
                                                       for j, ex in zip(greedy, examples)]))
+    parts = principled.parts_summary([ex.permuted(j.perms[0]) for j, ex in zip(greedy, examples)],
+                                     [j.texts[0] for j in greedy])
+    per_family["val_reading"], per_family["val_scores_follow_analysis"] = parts["reading"], parts["follows"]
   return {"val_accuracy": g["accuracy"], "val_valid_rate": g["valid_rate"],
           "val_chance": float(np.mean([1.0 / ex.n if ex.n >= 2 else 0.0 for ex in examples])),
-          f"val_voting@{cfg.eval.k}_accuracy": v["accuracy"], f"val_voting@{cfg.eval.k}_valid_rate": v["valid_rate"],
-          **per_family, "eval_seconds": time.perf_counter() - t0}
+          **voting, **per_family, "eval_seconds": time.perf_counter() - t0}
 
 
 def heldout(s: StageRun) -> Callable[[Any], dict]:

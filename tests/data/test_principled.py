@@ -204,12 +204,48 @@ def test_evaluation_reports_how_often_the_main_principle_is_the_decisive_one():
 
   greedy = [judgement(ex, 1, 1.0) for ex in exs]       # the oracle's greedy critique
   pool = [judgement(ex, 4, 0.0) for ex in exs]         # a pool of the habitual favourite only
-  out, _ = eval_run.model_summary(eval_run.Judged("grpo", "stage:grpo", "default", greedy, pool), exs,
+  out, _ = eval_run.model_summary(eval_run.Judged("grpo", "stage:grpo", "default", greedy, pool, 4), exs,
                                   list(range(len(exs))), (1, 2, 4), cfg)
   habit_is_decisive = np.mean([next(c for c in principled.HABIT if c in principled.read(ex).contested) == ex.family
                                for ex in exs])
   assert out["decisive_first"] == 1.0 and out["greedy"] == 1.0
+  assert out["reading"] == 1.0 and out["scores_follow_analysis"] == 1.0  # the teacher reads and scores right
   assert out["decisive_first_pool"] == pytest.approx(habit_is_decisive) and 0 < habit_is_decisive < 1
   table = report.comparison_table({"models": {"grpo": out}})
   assert "decisive principle first (greedy / pool)" in table
-  assert f"| 100.0 / {100 * habit_is_decisive:.1f} |" in table
+  assert f"| 100.0 / {100 * habit_is_decisive:.1f} | 100.0 / 100.0 |" in table
+
+
+def test_critique_parts_split_a_verdict_into_choice_reading_and_scores_that_follow():
+  rng = np.random.default_rng(11)
+  exs = principled.generate(200, seed=31)
+  swapped_reading, seen = [], 0
+  for ex in exs:
+    text = principled.teacher_critique(ex, rng, skill=0.5)
+    parts = principled.critique_parts(ex, text)
+    rd, main = principled.read(ex), principled.main_principle(text)
+    assert parts["choice"] == (main == ex.family) and parts["reading"] == 1.0
+    assert parts["follows"] is (True if any(m[main] for m in rd.meets) else None), text
+    if parts["follows"] is None:
+      continue
+    seen += 1
+    # the analyses of two responses swapped (a misreading): reading drops; scores that followed
+    # the truth no longer follow this analysis
+    principles, analysis = prompts.split_critique(text)
+    notes = re.split(r"(Response \d+ )", analysis)[1:]
+    bodies = notes[1::2]
+    winner = next(i for i, m in enumerate(rd.meets) if m[main])
+    other = (winner + 1) % ex.n
+    bodies[winner], bodies[other] = bodies[other], bodies[winner]
+    misread = "".join(h + b for h, b in zip(notes[0::2], bodies))
+    parsed = scores.parse_scores(text, ex.n)
+    bad = principled.critique_parts(ex, prompts.format_critique(principles, misread.strip(), parsed))
+    swapped_reading.append(bad["reading"])
+    assert bad["follows"] is False
+    # the scores of the winner and another swapped: the analysis is right, the scores do not follow it
+    wrong = list(parsed)
+    wrong[winner], wrong[other] = wrong[other], wrong[winner]
+    bad = principled.critique_parts(ex, prompts.format_critique(principles, analysis, wrong))
+    assert bad["reading"] == 1.0 and bad["follows"] is False
+  assert seen > 150 and max(swapped_reading) < 1.0
+  assert principled.critique_parts(exs[0], prompts.format_critique("", "Response 1 says Lome.", [7, 2])) is None

@@ -97,6 +97,17 @@ def test_evaluate_greedy_only_beside_a_bundled_model(chain):
   assert same.returncode != 0 and "each model needs a name of its own" in same.stderr
 
 
+def test_evaluate_compared_stages_greedy_only_beside_the_main_pool(chain):
+  workdir, _ = chain  # eval.compare_pool = 0: the compared stages get a greedy critique, the main GRM its pool
+  _run("spct_jax.evaluate", "--config=configs/eval.py", "--config.smoke=True", f"--workdir={workdir}",
+       "--config.eval.compare_pool=0", "--config.compare=('stage:warmup',)", "--config.meta_rm=",
+       "--config.scalar_rm=", "--config.name=compare_greedy")
+  results = json.loads((workdir / "eval" / "compare_greedy" / "results.json").read_text())
+  models = results["models"]
+  assert not models["warmup"].get("sum") and set(models["grpo"]["sum"]) == {"1", "2", "4"}
+  assert "grpo - warmup, greedy" in results["differences"] and "grpo sum@4 - grpo greedy" in results["differences"]
+
+
 def test_evaluate_a_rewardbench_file(chain, tmp_path):
   workdir, _ = chain
   subsets = ["alpacaeval-easy", "mt-bench-hard", "refusals-dangerous", "math-prm", "hep-python"]

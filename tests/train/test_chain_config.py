@@ -112,3 +112,17 @@ def test_a_finished_stage_of_another_world_is_an_error_not_reused(tmp_path):
     chain.run_chain(chain.load_config(path), path, str(tmp_path))
   path = str(ROOT / "configs" / "warmup.py")  # the same world: reused as done, nothing trained
   assert chain.run_chain(chain.load_config(path), path, str(tmp_path))["data_world"] == "classic"
+
+
+def test_stage_table_shows_the_decisive_principle_column_and_greedy_only_stages(tmp_path):
+  rows = {"warmup": {"steps": 300, "wall_seconds": 10.0, "val_accuracy": 0.4, "val_valid_rate": 1.0, "val_chance": 0.35,
+                     "val_voting@8_accuracy": 0.375, "val_decisive_first": 0.39, "bundled": True},
+          "rft": {"steps": 60, "wall_seconds": 20.0, "val_accuracy": 0.6, "val_valid_rate": 0.99, "val_chance": 0.35,
+                  "val_decisive_first": 0.625}}   # a stage validated greedily only (eval.k = 0)
+  for name, s in rows.items():
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "summary.json").write_text(json.dumps(s))
+  table = chain.stage_table(str(tmp_path))
+  assert "| accuracy voting@k | decisive principle first |" in table
+  assert "| warmup (bundled) | 300 | 10 | 100.0% | 40.0% | 37.5% (k=8) | 39.0% |" in table
+  assert "| rft | 60 | 20 | 99.0% | 60.0% | - | 62.5% |" in table
