@@ -19,7 +19,9 @@ Chat templates (`chat_template`):
 
 Decoding drops control pieces (pad, bos, eos) and every pad_id; user-defined pieces (chat markers such as
 <end_of_turn> or <|user|>) come back as their text. With a byte-fallback vocabulary and the
-identity normalization (the bundled tokenizer), decode(encode(s)) == s for every string.
+identity normalization (the bundled tokenizer), decode(encode(s)) == s for every string that
+has no U+2581 ('▁', SentencePiece's own word-boundary mark: in input it is read as a space, and
+decodes as one).
 
 pad_id: the model's pad id; a model without one (Llama-2) falls back to its unk id, which a
 byte-fallback vocabulary never produces when encoding, so `tokens != pad_id` stays a valid mask
