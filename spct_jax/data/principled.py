@@ -30,8 +30,12 @@ contested criterion, and puts first, with the main weight (50-70%), the decisive
 probability `skill`, and otherwise its habitual favourite (the first contested criterion in the
 order HABIT: fact, complete, format, memory, fairness), as a judge that weighs what it usually
 weighs rather than what this user needs. Its analysis and scores follow the principles it wrote
-(one clause per principle per response, the reference stated in the principle), so a critique is
-right when, and because, its main principle is the decisive one. skill = 1 is the oracle teacher.
+(one clause per principle per response, the reference stated in the principle, and the response's
+score at the end of its own segment, "... Score 6.", which the boxed scores then repeat), so a
+critique is right when, and because, its main principle is the decisive one. skill = 1 is the
+oracle teacher. (The score beside its own analysis, rather than only in the box at the end, is
+what lets the 1.5M model's scores follow its analysis: 99% of greedy verdicts after the warm-up,
+against 77% when the box was the only place; docs/results.md.)
 
     exs = generate(1000, seed=0, n_responses=(2, 3, 4))
     text = teacher_critique(shown_example, rng, skill=0.4)
@@ -314,7 +318,8 @@ def teacher_critique(example: GRMExample, rng: np.random.Generator | int, skill:
 
   The main principle is the decisive criterion with probability `skill`, else the first contested
   criterion in HABIT; its weight is drawn from MAIN_WEIGHTS, the other contested criteria share
-  the rest. Analysis and scores follow those principles. With probability error_rate the scores
+  the rest. Analysis and scores follow those principles; each response's segment of the analysis
+  ends with its score ("Response 2 says ..., names .... Score 3."). With probability error_rate the scores
   and analyses of the top response and another are swapped (a slip in execution, as in
   synthetic.teacher_critique)."""
   from spct_jax.grm import prompts
@@ -338,5 +343,5 @@ def teacher_critique(example: GRMExample, rng: np.random.Generator | int, skill:
     other = _pick(rng, [i for i in range(example.n) if i != top])
     for seq in (grades, notes):
       seq[top], seq[other] = seq[other], seq[top]
-  analysis = " ".join(f"Response {i + 1} {note}" for i, note in enumerate(notes))
+  analysis = " ".join(f"Response {i + 1} {note} Score {g}." for i, (note, g) in enumerate(zip(notes, grades)))
   return prompts.format_critique(principles, analysis, grades)

@@ -249,3 +249,14 @@ def test_critique_parts_split_a_verdict_into_choice_reading_and_scores_that_foll
     assert bad["reading"] == 1.0 and bad["follows"] is False
   assert seen > 150 and max(swapped_reading) < 1.0
   assert principled.critique_parts(exs[0], prompts.format_critique("", "Response 1 says Lome.", [7, 2])) is None
+
+
+def test_each_analysis_segment_ends_with_the_score_the_box_repeats():
+  rng = np.random.default_rng(23)
+  for ex in principled.generate(60, seed=41):
+    text = principled.teacher_critique(ex, rng, skill=0.5, error_rate=0.3)
+    _, analysis = prompts.split_critique(text)
+    local = [int(s) for s in re.findall(r"Score (\d+)\.(?: |$)", analysis)]
+    segments = re.split(r"Response \d+ ", analysis)[1:]
+    assert len(segments) == ex.n and all(re.search(r"\. Score \d+\.$", seg.strip()) for seg in segments), text
+    assert local == scores.parse_scores(text, ex.n), text
