@@ -455,7 +455,8 @@ class GRPOTimes:
 
 def time_jax_grpo_step(cfg: ModelConfig, params: Any, prompts: np.ndarray, *, group: int,
                        new_tokens: int, beta: float, lr: float, repeats: int) -> GRPOTimes:
-  """Our GRPO step (spct_jax.train.grpo's loss and reference pass, the shared-prefix sampler),
+  """Our GRPO step (spct_jax.train.grpo's loss and reference pass, which run each prompt once for
+  its G rollouts, and the shared-prefix sampler),
   the best of `repeats` steps after a first compiling one: sample G completions per prompt at
   temperature 1, reward them (`token_reward`), the reference's log-probs (beta > 0), one
   optimizer step (mu = 1, on-policy, AdamW)."""
@@ -475,10 +476,9 @@ def time_jax_grpo_step(cfg: ModelConfig, params: Any, prompts: np.ndarray, *, gr
                           max_new_tokens=new_tokens, sampling=sampling.Temperature(1.0),
                           buckets=(prompts.shape[1],))
     tokens = np.asarray(out.tokens).reshape(-1, new_tokens)
-    batch = sampling.completion_batch(prompts, mask, out)
-    batch["old_logprobs"] = out.logprobs.reshape(-1, new_tokens)
-    batch["advantages"] = rl.group_advantages(jnp.asarray(token_reward(tokens)), group)
-    batch["ref_logprobs"] = (ref_pass(ref, batch["tokens"], batch["pad_mask"], n_new=new_tokens) if beta > 0
+    batch = grpo.sampled_batch(prompts, mask, out)
+    batch["advantages"] = rl.group_advantages(jnp.asarray(token_reward(tokens)), group).reshape(-1, group)
+    batch["ref_logprobs"] = (ref_pass(ref, *(batch[k] for k in grpo.BATCH_KEYS[:4])) if beta > 0
                              else jnp.zeros_like(batch["old_logprobs"]))
     jax.block_until_ready(batch)
     t1 = time.perf_counter()

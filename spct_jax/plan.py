@@ -174,16 +174,15 @@ def _programs(cfg, mcfg, mesh, seq_len: int, compile_programs: bool = True) -> d
 
   model = transformer.Transformer(mcfg)
   bsh = mesh_lib.batch_sharding(mesh)
-  batch = {k: jax.ShapeDtypeStruct((rows, seq_len), dt, sharding=bsh)
-           for k, dt in (("tokens", jnp.int32), ("pad_mask", jnp.bool_), ("loss_mask", jnp.bool_))}
-  if is_grpo:
+  if is_grpo:  # every rollout with its own prompt (k = 1): the largest GRPO batch
     g = cfg.grpo
     n = g.max_new_tokens
-    batch.update({k: jax.ShapeDtypeStruct((rows, n), jnp.float32, sharding=bsh) for k in ("old_logprobs", "ref_logprobs")})
-    batch["advantages"] = jax.ShapeDtypeStruct((rows,), jnp.float32, sharding=bsh)
+    batch = grpo.batch_shapes(rows, seq_len - n, n, sharding=bsh)
     loss = grpo.loss_fn(model, on_policy=False, temperature=g.temperature, clip_eps=g.clip_eps, beta=g.beta,
                         kl_estimator=g.kl_estimator, aggregation=g.aggregation)
   else:
+    batch = {k: jax.ShapeDtypeStruct((rows, seq_len), dt, sharding=bsh)
+             for k, dt in (("tokens", jnp.int32), ("pad_mask", jnp.bool_), ("loss_mask", jnp.bool_))}
     loss = sft.loss_fn(model)
   step = step_lib.make_step(loss, tx, micro_batches=cfg.train.micro_batches, state_shardings=state_sh,
                             batch_shardings={k: bsh for k in batch})
@@ -192,7 +191,7 @@ def _programs(cfg, mcfg, mesh, seq_len: int, compile_programs: bool = True) -> d
     programs["train step"] = _stats(step.lower(state, batch), resident, ("state",))
     if is_grpo:
       ref_pass = grpo.reference_pass(ref_model, g.temperature, cfg.train.micro_batches)
-      programs["reference pass"] = _stats(ref_pass.lower(ref, batch["tokens"], batch["pad_mask"], n_new=n),
+      programs["reference pass"] = _stats(ref_pass.lower(ref, *(batch[k] for k in grpo.BATCH_KEYS[:4])),
                                           {"reference": per_device_bytes(ref)}, ("reference",))
       b = min(g.sampler_batch, g.prompts_per_step)
       rep = mesh_lib.replicated(mesh)

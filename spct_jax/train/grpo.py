@@ -9,9 +9,15 @@ The ratio's denominator pi_old is the rollout policy: at the first inner update 
 params themselves (stop-gradient of the recomputed log-probs, so the ratio is exactly 1 and the
 gradient is REINFORCE with a group baseline plus the KL term); later inner updates use the
 sampler's log-probs of the rollout (same distribution: after temperature, before truncation).
+
+The policy's and the reference's passes run each prompt once for the rollouts that share it
+(`sft.shared_token_logprobs`): the batch is grouped by prompt, k rows per prompt (`build_batch`),
+where k is what the item's orders allow (G / P samples per order, `judge.orders_per_item`; the
+batch's k divides every order's count).
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -32,21 +38,25 @@ from spct_jax.train import stage
 from spct_jax.train import state as state_lib
 from spct_jax.train import step as step_lib
 
-BATCH_KEYS = ("tokens", "pad_mask", "loss_mask", "old_logprobs", "ref_logprobs", "advantages")
+BATCH_KEYS = ("prompts", "prompt_mask", "completions", "completion_mask", "old_logprobs", "ref_logprobs",
+              "advantages")
 
 
 def loss_fn(model, *, temperature: float, clip_eps: float, beta: float, kl_estimator: str,
             aggregation: str, on_policy: bool):
-  """GRPO (sum, count, aux) loss over a batch of rollouts (see BATCH_KEYS; [R, T] and [R])."""
+  """GRPO (sum, count, aux) loss over a batch of rollouts (see `build_batch`), each prompt run once
+  for its k completions (`sft.shared_token_logprobs`)."""
   def fn(params, batch, rng):
     del rng
-    n = batch["old_logprobs"].shape[1]  # completion slots: the LM head runs on those only
-    mask = batch["loss_mask"][:, -n:].astype(jnp.float32)
-    lp, ent = sft.token_logprobs(model, params, batch["tokens"], batch["pad_mask"], temperature,
-                                 with_entropy=True, start=batch["tokens"].shape[1] - 1 - n, where=mask > 0)
-    old = jax.lax.stop_gradient(lp) if on_policy else batch["old_logprobs"]
-    per_tok, parts = rl.grpo_token_loss(lp, old, batch["ref_logprobs"], batch["advantages"],
-                                        clip_eps=clip_eps, beta=beta, kl_estimator=kl_estimator)
+    p, k, n = batch["completions"].shape
+    mask = batch["completion_mask"].reshape(p * k, n).astype(jnp.float32)
+    lp, ent = sft.shared_token_logprobs(model, params, batch["prompts"], batch["prompt_mask"], batch["completions"],
+                                        batch["completion_mask"], temperature, with_entropy=True)
+    lp, ent = lp.reshape(p * k, n), ent.reshape(p * k, n)
+    old = jax.lax.stop_gradient(lp) if on_policy else batch["old_logprobs"].reshape(p * k, n)
+    per_tok, parts = rl.grpo_token_loss(lp, old, batch["ref_logprobs"].reshape(p * k, n),
+                                        batch["advantages"].reshape(p * k), clip_eps=clip_eps, beta=beta,
+                                        kl_estimator=kl_estimator)
     s, c = rl.aggregate(per_tok, mask, aggregation)
     aux = {"kl": (parts["kl"] * mask).sum(), "clipped": (parts["clipped"] * mask).sum(),
            "entropy": (ent * mask).sum(), "tokens": mask.sum()}
@@ -64,43 +74,87 @@ def reference_params(params: Any, mcfg) -> Any:
 
 
 def reference_pass(model, temperature: float, micro_batches: int = 1):
-  """jit(ref_params, tokens [R, T], pad_mask [R, T], n_new=N) -> the reference's log-probs of the
-  last N slots, [R, N] float32, `micro_batches` row blocks at a time (strided as the train step
-  splits them), the LM head on those slots only and in chunks (`sft.token_logprobs`)."""
-  def fn(params, tokens, pad_mask, n_new):
-    def one(t, m):
-      return sft.token_logprobs(model, params, t, m, temperature, start=t.shape[1] - 1 - n_new,
-                                where=m[:, -n_new:])
+  """jit(ref_params, prompts [P, Tp], prompt_mask, completions [P, k, N], completion_mask) -> the
+  reference's log-probs of the completions, [P, k, N] float32 (each prompt run once for its k
+  completions, `sft.shared_token_logprobs`), `micro_batches` blocks of prompts at a time (strided
+  as the train step splits them)."""
+  def fn(params, prompts, prompt_mask, completions, completion_mask):
+    def one(b):
+      return sft.shared_token_logprobs(model, params, b["prompts"], b["prompt_mask"], b["completions"],
+                                       b["completion_mask"], temperature)
+    batch = {"prompts": prompts, "prompt_mask": prompt_mask, "completions": completions,
+             "completion_mask": completion_mask}
     if micro_batches == 1:
-      return one(tokens, pad_mask)
-    micro = step_lib.split_micro({"tokens": tokens, "pad_mask": pad_mask}, micro_batches)
-    out = jax.lax.map(lambda mb: one(mb["tokens"], mb["pad_mask"]), micro)  # [M, R/M, N]
-    return jnp.swapaxes(out, 0, 1).reshape(tokens.shape[0], n_new)
-  return jax.jit(fn, static_argnames="n_new")
+      return one(batch)
+    out = jax.lax.map(one, step_lib.split_micro(batch, micro_batches))  # [M, P/M, k, N]
+    return jnp.swapaxes(out, 0, 1).reshape(completions.shape)
+  return jax.jit(fn)
 
 
-def build_batch(rollouts: list[judge_lib.Critique], rewards: np.ndarray, *, pad_id: int, G: int) -> dict:
-  """Rollouts, G consecutive ones per item -> left-padded prompts (to a bucket) + completions:
-  tokens, pad_mask, loss_mask [R, Tp + N]; the sampler's log-probs of the completion slots
-  old_logprobs [R, N] (what `sft.token_logprobs(..., start=Tp - 1)` recomputes); advantages [R]."""
-  tp = pipeline.bucket_length(max(len(c.prompt) for c in rollouts))
-  n = rollouts[0].tokens.shape[0]
+def shared_group(runs: list[int], multiple: int = 1) -> int:
+  """k, the rows per prompt of a batch whose consecutive rows share a prompt in `runs` (lengths of
+  the runs of one prompt, in row order): the largest k that divides every run and leaves a number of
+  prompt groups sum(runs) / k divisible by `multiple` (the data axes' size times the micro-batches,
+  so the groups split over both). 1 when no two rows share a prompt."""
+  rows, k0 = sum(runs), math.gcd(*runs)
+  return max(k for k in range(1, k0 + 1) if k0 % k == 0 and (rows // k) % multiple == 0)
+
+
+def build_batch(rollouts: list[judge_lib.Critique], rewards: np.ndarray, *, pad_id: int, G: int,
+                multiple: int = 1) -> dict:
+  """Rollouts, G consecutive ones per item (the samples of one prompt consecutive within it) -> the
+  batch of `loss_fn`, grouped by prompt: k rows per prompt (`shared_group`), P = R / k groups.
+      prompts, prompt_mask           [P, Tp]     left-padded to a bucket
+      completions, completion_mask   [P, k, N]   right-padded; the mask is True on the completion
+                                                 (stop token included): the loss positions
+      old_logprobs                   [P, k, N]   the sampler's log-probs (what `loss_fn` recomputes)
+      advantages                     [P, k]      group-normalised over each item's G rows
+  Row r of the rollouts is [r // k, r % k]."""
   R = len(rollouts)
-  tokens = np.full((R, tp + n), pad_id, np.int32)
-  pad_mask = np.zeros((R, tp + n), bool)
-  loss_mask = np.zeros((R, tp + n), bool)
+  runs = [1]
+  for a, b in zip(rollouts, rollouts[1:]):
+    if b.prompt == a.prompt:
+      runs[-1] += 1
+    else:
+      runs.append(1)
+  k = shared_group(runs, multiple)
+  P, tp, n = R // k, pipeline.bucket_length(max(len(c.prompt) for c in rollouts)), rollouts[0].tokens.shape[0]
+  prompts = np.full((P, tp), pad_id, np.int32)
+  prompt_mask = np.zeros((P, tp), bool)
+  completions = np.full((R, n), pad_id, np.int32)
+  completion_mask = np.zeros((R, n), bool)
   old = np.zeros((R, n), np.float32)
   for i, c in enumerate(rollouts):
-    prompt, length = c.prompt, c.length
-    tokens[i, tp - len(prompt):tp] = prompt
-    pad_mask[i, tp - len(prompt):tp] = True
-    tokens[i, tp:tp + length] = c.tokens[:length]
-    pad_mask[i, tp:tp + length] = True
-    loss_mask[i, tp:tp + length] = True
-    old[i, :length] = c.logprobs[:length]
-  adv = np.asarray(rl.group_advantages(jnp.asarray(rewards), G))
-  return {"tokens": tokens, "pad_mask": pad_mask, "loss_mask": loss_mask, "old_logprobs": old,
-          "advantages": adv.astype(np.float32)}
+    if i % k == 0:
+      prompts[i // k, tp - len(c.prompt):] = c.prompt
+      prompt_mask[i // k, tp - len(c.prompt):] = True
+    completions[i, :c.length] = c.tokens[:c.length]
+    completion_mask[i, :c.length] = True
+    old[i, :c.length] = c.logprobs[:c.length]
+  adv = np.asarray(rl.group_advantages(jnp.asarray(rewards), G), np.float32)
+  return {"prompts": prompts, "prompt_mask": prompt_mask, "completions": completions.reshape(P, k, n),
+          "completion_mask": completion_mask.reshape(P, k, n), "old_logprobs": old.reshape(P, k, n),
+          "advantages": adv.reshape(P, k)}
+
+
+def batch_shapes(rows: int, prompt_len: int, new_tokens: int, k: int = 1, sharding: Any = None) -> dict:
+  """jax.ShapeDtypeStruct of each BATCH_KEYS leaf for `rows` rollouts, k per prompt, to lower the
+  step ahead of time (k = 1, each row its own prompt: the largest batch, what a memory plan holds)."""
+  p = rows // k
+  shapes = {"prompts": ((p, prompt_len), jnp.int32), "prompt_mask": ((p, prompt_len), jnp.bool_),
+            "completions": ((p, k, new_tokens), jnp.int32), "completion_mask": ((p, k, new_tokens), jnp.bool_),
+            "old_logprobs": ((p, k, new_tokens), jnp.float32), "ref_logprobs": ((p, k, new_tokens), jnp.float32),
+            "advantages": ((p, k), jnp.float32)}
+  return {name: jax.ShapeDtypeStruct(shape, dt, sharding=sharding) for name, (shape, dt) in shapes.items()}
+
+
+def sampled_batch(prompts: Any, prompt_mask: Any, out: sampling_lib.SampleOutput) -> dict:
+  """The prompt and completion keys of `build_batch` from one sampler call on [P, Tp] left-padded
+  prompts: each prompt with its k samples (old_logprobs: the sampler's)."""
+  p, k, n = out.tokens.shape
+  return {"prompts": jnp.asarray(prompts, jnp.int32), "prompt_mask": jnp.asarray(prompt_mask, bool),
+          "completions": out.tokens, "completion_mask": jnp.arange(n) < out.lengths[..., None],
+          "old_logprobs": out.logprobs}
 
 
 def run(cfg, workdir: str) -> dict:
@@ -135,11 +189,11 @@ def run(cfg, workdir: str) -> dict:
         variant=cfg.data.variant, style=cfg.data.style, batch_size=g.sampler_batch, mesh=s.mesh)
     rollouts.sort(key=lambda c: c.item)  # G consecutive rows per item (stable: request order within one)
     rewards = np.asarray([scores_lib.rule_reward(c.parsed, c.shown.label, c.shown.n) for c in rollouts], np.float32)
-    batch = build_batch(rollouts, rewards, pad_id=s.tok.pad_id, G=G)
-    placed = mesh_lib.shard_batch({k: batch[k] for k in ("tokens", "pad_mask")}, s.mesh)
+    batch = build_batch(rollouts, rewards, pad_id=s.tok.pad_id, G=G,
+                        multiple=mesh_lib.data_size(s.mesh) * cfg.train.micro_batches)
+    placed = mesh_lib.shard_batch({k: batch[k] for k in BATCH_KEYS[:4]}, s.mesh)
     batch["ref_logprobs"] = mesh_lib.fetch(ref_logprobs(state.frozen if ref_params is None else ref_params,
-                                                        placed["tokens"], placed["pad_mask"],
-                                                        n_new=batch["old_logprobs"].shape[1]))
+                                                        *(placed[k] for k in BATCH_KEYS[:4])))
     dt = time.perf_counter() - t0
     lengths = np.asarray([c.length for c in rollouts])
     return batch, {"reward": float(rewards.mean()), "accuracy": float((rewards > 0).mean()),

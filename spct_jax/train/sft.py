@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 LOGIT_CHUNK = 32  # positions whose logits exist at once in token_logprobs (measured best of 32-256 on CPU)
@@ -37,10 +38,49 @@ def token_logprobs(model, params: Any, tokens: jax.Array, pad_mask: jax.Array | 
   chunk in the backward pass (`_chunked_head`), so no [B, T, V] float32 array exists (the vocabulary
   is 262k for Gemma 3) and the head's weight gradient is one [D, V] sum, not one per chunk.
   """
+  hidden = model.apply({"params": params}, tokens, pad_mask=pad_mask, head=False)[:, start:-1]
+  return head_logprobs(model.cfg, params, hidden, tokens[:, start + 1:], temperature, with_entropy, chunk, where)
+
+
+def shared_token_logprobs(model, params: Any, prompts: jax.Array, prompt_mask: jax.Array,
+                          completions: jax.Array, completion_mask: jax.Array, temperature: float = 1.0,
+                          with_entropy: bool = False, chunk: int = LOGIT_CHUNK):
+  """log p(completions[p, j, t] | prompt p, completions[p, j, :t]): [P, k, N] float32, with each
+  prompt run once for its k completions (0 where completion_mask is False).
+
+  prompts, prompt_mask: [P, Tp], left-padded (the last slot real); completions, completion_mask:
+  [P, k, N], right-padded (True on the completion's tokens, stop token included). Equal to
+  `token_logprobs` on the [P*k, Tp+N] rows that repeat each prompt k times (start=Tp-1,
+  where=completion_mask), values and gradients, at a fraction of the cost: the prompt is prefilled
+  once into a cache (`transformer.init_cache`), the k completions read its keys and values once per
+  prompt (`transformer.share_prefix`, the sampler's shared prefix), and the gradients of the k
+  completions meet in the prompt's one copy. with_entropy, chunk: as in `token_logprobs`.
+  """
   from spct_jax.model import transformer
   cfg = model.cfg
-  hidden = model.apply({"params": params}, tokens, pad_mask=pad_mask, head=False)[:, start:-1]
-  targets = tokens[:, start + 1:]
+  p, tp = prompts.shape
+  _, k, n = completions.shape
+  last = transformer._concrete(prompt_mask)  # checked outside jit only
+  if last is not None and not last[:, -1].astype(bool).all():
+    raise ValueError(f"prompt_mask: prompt row {int(np.argmin(last[:, -1]))} does not end with a real token "
+                     "(prompts must be left-padded)")
+  cache = transformer.init_cache(cfg, p, tp)
+  prompt_hidden, cache = model.apply({"params": params}, prompts, pad_mask=prompt_mask, cache=cache, head=False)
+  rows, mask = completions.reshape(p * k, n), completion_mask.reshape(p * k, n).astype(bool)
+  hidden, _ = model.apply({"params": params}, rows, pad_mask=mask, cache=transformer.share_prefix(cfg, cache, k, n),
+                          head=False)
+  # the prompt's last position predicts each completion's first token, completion t its token t + 1
+  hidden = jnp.concatenate([jnp.repeat(prompt_hidden[:, -1:], k, axis=0), hidden[:, :-1]], axis=1)
+  out = head_logprobs(cfg, params, hidden, rows, temperature, with_entropy, chunk, where=mask)
+  return jax.tree.map(lambda x: x.reshape(p, k, n), out)
+
+
+def head_logprobs(cfg, params: Any, hidden: jax.Array, targets: jax.Array, temperature: float = 1.0,
+                  with_entropy: bool = False, chunk: int = LOGIT_CHUNK, where: jax.Array | None = None):
+  """log p(targets) [B, N] float32 from the hidden states that predict them, hidden [B, N, D]
+  (after the final norm; the model's output with head=False); temperature, with_entropy, chunk
+  and where as in `token_logprobs`, which is this applied to a forward pass."""
+  from spct_jax.model import transformer
   weight = transformer.head_weight(cfg, params)
   b, n, d = hidden.shape
   if where is not None:  # needed positions first in each row (stable: in order), then the rest

@@ -34,12 +34,7 @@ def test_grpo_gemma2_config_compiles_on_8_devices(size):
   step = make_step(loss, grpo.BATCH_KEYS)
   rows, t, n = cfg.train.batch_size, 64, 24
   sh = mesh_lib.batch_sharding(mesh)
-  batch = {"tokens": jax.ShapeDtypeStruct((rows, t), jnp.int32, sharding=sh),
-           "pad_mask": jax.ShapeDtypeStruct((rows, t), bool, sharding=sh),
-           "loss_mask": jax.ShapeDtypeStruct((rows, t), bool, sharding=sh),
-           "old_logprobs": jax.ShapeDtypeStruct((rows, n), jnp.float32, sharding=sh),
-           "ref_logprobs": jax.ShapeDtypeStruct((rows, n), jnp.float32, sharding=sh),
-           "advantages": jax.ShapeDtypeStruct((rows,), jnp.float32, sharding=sh)}
+  batch = grpo.batch_shapes(rows, t - n, n, sharding=sh)
   with mesh_lib.activation_sharding(mesh):
     compiled = step.lower(st, batch).compile()
   assert compiled.memory_analysis() is not None
