@@ -7,6 +7,7 @@ Normalisation, softmax and RoPE run in float32.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -108,12 +109,40 @@ def _scores(spec: str, q: Array, k: Array) -> Array:
   return jnp.einsum(spec, q, k, preferred_element_type=jnp.float32)
 
 
-def _project(x: Array, w: Array, n_contract: int) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dot(x: Array, w: Array, n: int) -> Array:
+  """x [..., C1..Cn] . w [C1..Cn, O...] -> [..., O...], with a backward pass of two products
+  emitted in the layouts of x and w: dx = dy . w over the O dims, dw = x . dy over the leading dims.
+  JAX's own transpose of dot_general yields the same values, but XLA:CPU then adds layout copies of
+  the activations' gradients and weights and runs the backward matmuls at under half the forward's
+  rate; with this one they run at the same rate (docs/benchmarks.md, the train step)."""
+  return jax.lax.dot_general(x, w, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ())))
+
+
+def _dot_fwd(x: Array, w: Array, n: int):
+  return _dot(x, w, n), (x, w)
+
+
+def _dot_bwd(n: int, res, dy: Array):
+  x, w = res
+  lead, out = x.ndim - n, w.ndim - n
+  dx = jax.lax.dot_general(dy, w, ((tuple(range(lead, lead + out)), tuple(range(n, w.ndim))), ((), ())))
+  dw = jax.lax.dot_general(x, dy, ((tuple(range(lead)), tuple(range(lead))), ((), ())))
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_dot.defvjp(_dot_fwd, _dot_bwd)
+
+
+def _project(x: Array, w: Array, n_contract: int, plain: bool = False) -> Array:
   """x [..., C1..Cn] times a weight [C1..Cn, O...] over the n contracted dims: [..., O...] in x's
-  dtype. A plain dot_general (what einsum lowers to), which LoRA through qwix intercepts in Linen
-  modules (adding its float32 adapters' term)."""
-  lhs = tuple(range(x.ndim - n_contract, x.ndim))
-  return jax.lax.dot_general(x, w, ((lhs, tuple(range(n_contract))), ((), ()))).astype(x.dtype)
+  dtype, through `_dot`. plain: a bare dot_general instead, the call that LoRA through qwix
+  intercepts in Linen modules (it finds the weight by tracing the dot's rhs back to its param and
+  adds its float32 adapters' term)."""
+  if plain:
+    lhs = tuple(range(x.ndim - n_contract, x.ndim))
+    return jax.lax.dot_general(x, w, ((lhs, tuple(range(n_contract))), ((), ()))).astype(x.dtype)
+  return _dot(x, w, n_contract).astype(x.dtype)
 
 
 class Attention(nn.Module):
@@ -145,7 +174,8 @@ class Attention(nn.Module):
     wv = _param(self, "v", _fan_in(0, (1, 2)), (d, k, h), ("embed", "kv_heads", "head_dim"), pdt)
     wo = _param(self, "o", _fan_in((0, 1), 2), (n, h, d), ("heads", "head_dim", "embed"), pdt)
     x = x.astype(dt)
-    q, kk, vv = (_project(x, w.astype(dt), 1) for w in (wq, wk, wv))  # [B, T, N|K, H]
+    lora = cfg.lora_rank > 0
+    q, kk, vv = (_project(x, w.astype(dt), 1, lora) for w in (wq, wk, wv))  # [B, T, N|K, H]
     if cfg.qkv_bias:
       zeros = nn.initializers.zeros
       q += _param(self, "q_bias", zeros, (n, h), ("heads", "head_dim"), pdt).astype(dt)
@@ -193,7 +223,11 @@ class Attention(nn.Module):
       logits = jnp.concatenate([lp, logits], axis=-1)
     logits = softcap(logits * cfg.query_scale, cfg.attn_softcap)
     logits = jnp.where(mask[:, None, None, :, :], logits, NEG_INF)
-    probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+    # softmax with its division moved after the value product: the [.., T, S] scores are
+    # exponentiated once and the sum divides the [.., T, H] output (H < S), as in flash attention
+    probs = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
+    denom = jnp.transpose(probs.sum(-1), (0, 3, 1, 2))[..., None].astype(dt)  # [B, T, K, G, 1]
+    probs = probs.astype(dt)
     own = probs if prefix is None else probs[..., tp:]
     if t == 1:
       out = jnp.einsum("bkgs,bksh->bkgh", own[:, :, :, 0], vv)[:, None]
@@ -205,8 +239,8 @@ class Attention(nn.Module):
         out = out + jnp.einsum("pjkgs,pksh->pjkgh", pp[..., 0, :], prefix[1]).reshape(b, 1, k, g, h)
       else:
         out = out + jnp.einsum("pjkgts,pksh->pjtkgh", pp, prefix[1]).reshape(b, t, k, g, h)
-    out = out.reshape(b, t, n, h)
-    return _project(out, wo.astype(dt), 2), cache
+    out = (out / denom).reshape(b, t, n, h)
+    return _project(out, wo.astype(dt), 2, lora), cache
 
 
 class MLP(nn.Module):
@@ -220,11 +254,11 @@ class MLP(nn.Module):
     wg = _param(self, "gate", _fan_in(0, 1), (d, f), ("embed", "mlp"), pdt)
     wu = _param(self, "up", _fan_in(0, 1), (d, f), ("embed", "mlp"), pdt)
     wd = _param(self, "down", _fan_in(0, 1), (f, d), ("mlp", "embed"), pdt)
-    x = x.astype(dt)
-    gate = _project(x, wg.astype(dt), 1)
+    x, lora = x.astype(dt), cfg.lora_rank > 0
+    gate = _project(x, wg.astype(dt), 1, lora)
     act = jax.nn.gelu(gate, approximate=True) if cfg.is_gemma else jax.nn.silu(gate)
-    hidden = nn.with_logical_constraint(act * _project(x, wu.astype(dt), 1), ("batch", "length", "mlp"))
-    return _project(hidden, wd.astype(dt), 1)
+    hidden = nn.with_logical_constraint(act * _project(x, wu.astype(dt), 1, lora), ("batch", "length", "mlp"))
+    return _project(hidden, wd.astype(dt), 1, lora)
 
 
 class Block(nn.Module):

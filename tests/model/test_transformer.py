@@ -238,3 +238,22 @@ def test_scanned_remat_gradients_equal_unrolled(tiny_params):
     got = transformer.to_layout(cfg, grad(scfg, transformer.to_layout(scfg, tiny_params)))
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,n", [((3, 5, 8), (8, 4, 6), 1), ((3, 5, 4, 6), (4, 6, 8), 2),
+                                               ((7, 8), (8, 16), 1)])
+def test_projection_backward_equals_autodiff(x_shape, w_shape, n):
+  """The projections' own backward pass (layers._dot) gives JAX's autodiff gradients of the same
+  dot_general, for one and two contracted dims, and the same forward values."""
+  r = np.random.default_rng(0)
+  x = jnp.asarray(r.normal(size=x_shape), jnp.float32)
+  w = jnp.asarray(r.normal(size=w_shape), jnp.float32)
+  ct = jnp.asarray(r.normal(size=x_shape[:len(x_shape) - n] + w_shape[n:]), jnp.float32)
+  ours = lambda x, w: (layers._project(x, w, n) * ct).sum()  # noqa: E731
+  plain = lambda x, w: (layers._project(x, w, n, plain=True) * ct).sum()  # noqa: E731
+  np.testing.assert_allclose(layers._project(x, w, n), layers._project(x, w, n, plain=True), rtol=1e-6)
+  got, want = jax.grad(ours, (0, 1))(x, w), jax.grad(plain, (0, 1))(x, w)
+  for a, b in zip(got, want):
+    assert a.shape == b.shape and a.dtype == b.dtype
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  assert float(jnp.abs(got[1]).max()) > 0
