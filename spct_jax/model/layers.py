@@ -7,7 +7,6 @@ Normalisation, softmax and RoPE run in float32.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -109,18 +108,22 @@ def _scores(spec: str, q: Array, k: Array) -> Array:
   return jnp.einsum(spec, q, k, preferred_element_type=jnp.float32)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dot(x: Array, w: Array, n: int) -> Array:
-  """x [..., C1..Cn] . w [C1..Cn, O...] -> [..., O...], with a backward pass of two products
-  emitted in the layouts of x and w: dx = dy . w over the O dims, dw = x . dy over the leading dims.
-  JAX's own transpose of dot_general yields the same values, but XLA:CPU then adds layout copies of
-  the activations' gradients and weights and runs the backward matmuls at under half the forward's
-  rate; with this one they run at the same rate (docs/benchmarks.md, the train step)."""
+def _contract(x: Array, w: Array, n: int) -> Array:
+  """x [..., C1..Cn] . w [C1..Cn, O...] -> [..., O...]: a plain dot_general over x's last n dims
+  and w's first n."""
   return jax.lax.dot_general(x, w, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ())))
 
 
+# `_contract` with a backward pass of two products emitted in the layouts of x and w: dx = dy . w
+# over the O dims, dw = x . dy over the leading dims. JAX's own transpose of dot_general yields the
+# same values, but XLA:CPU then adds layout copies of the activations' gradients and weights and runs
+# the backward matmuls at under half the forward's rate; with this one they run at the same rate
+# (docs/benchmarks.md, the train step).
+_dot = jax.custom_vjp(_contract, nondiff_argnums=(2,))
+
+
 def _dot_fwd(x: Array, w: Array, n: int):
-  return _dot(x, w, n), (x, w)
+  return _contract(x, w, n), (x, w)
 
 
 def _dot_bwd(n: int, res, dy: Array):
@@ -136,13 +139,10 @@ _dot.defvjp(_dot_fwd, _dot_bwd)
 
 def _project(x: Array, w: Array, n_contract: int, plain: bool = False) -> Array:
   """x [..., C1..Cn] times a weight [C1..Cn, O...] over the n contracted dims: [..., O...] in x's
-  dtype, through `_dot`. plain: a bare dot_general instead, the call that LoRA through qwix
+  dtype, through `_dot`. plain: the bare dot_general (`_contract`) instead, the call that LoRA through qwix
   intercepts in Linen modules (it finds the weight by tracing the dot's rhs back to its param and
   adds its float32 adapters' term)."""
-  if plain:
-    lhs = tuple(range(x.ndim - n_contract, x.ndim))
-    return jax.lax.dot_general(x, w, ((lhs, tuple(range(n_contract))), ((), ()))).astype(x.dtype)
-  return _dot(x, w, n_contract).astype(x.dtype)
+  return (_contract if plain else _dot)(x, w, n_contract).astype(x.dtype)
 
 
 class Attention(nn.Module):
