@@ -150,11 +150,34 @@ class Temperature:
     for f in self.filters:
       kept = f.truncate(kept)
     p = e if not self.filters else jnp.where(kept > -jnp.inf, e, 0.0)  # and the (truncated) weights
-    cdf = jnp.cumsum(p)
-    token = jnp.sum(cdf <= u * cdf[-1])                        # first index with cdf > u * total
-    last = p.shape[-1] - 1 - jnp.argmax(p[::-1] > 0)           # guard against rounding at u -> 1
-    token = jnp.minimum(token, last).astype(jnp.int32)
+    token = _inverse_cdf(p, u)
     return token, x[token] - lse
+
+
+def _first_above(cum_N: Array, target: Array, w_N: Array) -> Array:
+  """The first index whose cumulative weight exceeds target, never one of weight 0 (guards
+  against rounding: target is clipped at 0, and the result at the last index of weight > 0)."""
+  i = jnp.sum(cum_N <= jnp.maximum(target, 0.0))
+  last = w_N.shape[-1] - 1 - jnp.argmax(w_N[::-1] > 0)
+  return jnp.minimum(i, last)
+
+
+def _inverse_cdf(p_V: Array, u: Array) -> Array:
+  """The token whose cumulative weight first exceeds u * sum(p), p [V] >= 0 with sum > 0.
+
+  Two levels, each a scan of about sqrt(V) entries: the cumulative sums of blocks of the
+  vocabulary pick a block, then that block's own cumulative sum picks the token (a scan over all
+  V entries per row and step is what XLA:CPU runs slowly)."""
+  v = p_V.shape[-1]
+  width = 1 << max(0, (v.bit_length() + 1) // 2)             # a power of two, ~sqrt(V)
+  blocks = jnp.pad(p_V, (0, -v % width)).reshape(-1, width)   # [V / width, width], zeros padded
+  sums = jnp.sum(blocks, axis=1)
+  cum = jnp.cumsum(sums)
+  target = u * cum[-1]
+  j = _first_above(cum, target, sums)
+  row = blocks[j]
+  i = _first_above(jnp.cumsum(row), target - (cum[j] - sums[j]), row)
+  return (j * width + i).astype(jnp.int32)
 
 
 Sampling = Greedy | Temperature

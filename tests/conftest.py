@@ -2,16 +2,26 @@
 
 Computations that are not placed explicitly still run on device 0, as on a one-device machine.
 """
+import atexit
+import fcntl
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One XLA compilation cache for the whole test session, fresh for each session: the processes the
+# tests start (the chain's stages, installs, resumes) and the pytest-xdist workers, which inherit
+# it, compile the same small programs many times over. Only the process that made it removes it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="spct_jax_tests_xla_cache_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 
 
 import pathlib  # noqa: E402
-import shutil  # noqa: E402
 import site  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -29,8 +39,11 @@ def installed_python(tmp_path_factory) -> str:
   spct_jax is not importable there."""
   tmp = tmp_path_factory.mktemp("install")
   wheels = tmp / "wheels"
-  subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
-                 check=True, capture_output=True, text=True, timeout=600)
+  # setuptools builds in the checkout (build/, *.egg-info): one build at a time (pytest-xdist workers)
+  with open(pathlib.Path(tempfile.gettempdir()) / "spct_jax_tests_wheel.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+                   check=True, capture_output=True, text=True, timeout=600)
   venv = tmp / "venv"
   subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
   python = venv / "bin" / "python"

@@ -108,6 +108,25 @@ def test_padded_batch_equals_each_prompt_alone(tiny, prompts, keys, sampled):
   np.testing.assert_array_equal(first.tokens[0], both.tokens[0])
 
 
+@pytest.mark.parametrize("v", [1, 3, 12, 4096, 5000])
+def test_inverse_cdf_picks_the_token_whose_cumulative_weight_first_exceeds_the_draw(v):
+  rng = np.random.default_rng(v)
+  p = rng.exponential(size=(512, v)).astype(np.float32) ** 3
+  p[rng.random((512, v)) < 0.5] = 0.0          # zero weights (truncated tokens) among the rest
+  p[:, -1] += p.sum(axis=1) == 0
+  u = rng.random(512).astype(np.float32)
+  u[:2] = [0.0, np.float32(1 - 2**-24)]        # both ends of the draw
+  got = np.asarray(jax.jit(jax.vmap(S._inverse_cdf))(jnp.asarray(p), jnp.asarray(u)))
+  assert (p[np.arange(512), got] > 0).all()    # never a token of weight 0
+  cdf = np.cumsum(p.astype(np.float64), axis=1)
+  target = u * cdf[:, -1]
+  want = np.minimum((cdf <= target[:, None]).sum(axis=1), v - 1 - np.argmax(p[:, ::-1] > 0, axis=1))
+  # float32 sums may differ from float64 only for draws within rounding of a boundary
+  near = np.abs(cdf[np.arange(512), np.minimum(want, got)] - target) <= 1e-5 * cdf[:, -1]
+  assert ((got == want) | near).all()
+  assert (got == want).mean() > 0.99
+
+
 def test_temperature_samples_follow_the_softmax(tiny, prompts):
   cfg, params, model = tiny
   tokens, mask = pipeline.pad(prompts[:1], 0, left=True)
