@@ -5,8 +5,8 @@ rollouts at temperature 0.7.
 
 Temperature 0.7, measured against 1.0 (docs/results.md, "The principled world"): GRPO - RFT on
 1,024 test items (paired 95% intervals) was +1.0 [-2.0, +4.0] at 0.7 and -1.7 [-4.2, +1.2] at
-1.0, and on 1,024 items of a fresh generator seed +4.9 [+1.8, +8.0] at 0.7 and -0.6 [-3.7, +2.2]
-at 1.0; the stage took 550 s instead of 792 s (shorter critiques).
+1.0, and on 1,024 items of a fresh generator seed (another for each) +4.9 [+1.8, +8.0] at 0.7
+and -0.6 [-3.7, +2.2] at 1.0; the stage took 550 s instead of 792 s (shorter critiques).
 
 Run:   python -m spct_jax.train --config=configs/grpo_principled.py --workdir=runs/principled
 """
