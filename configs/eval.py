@@ -2,13 +2,14 @@
 stage of its chain, the meta RM, the GRM without principles and the scalar-RM baseline, on the
 synthetic test split or a user's file.
 
-By default it evaluates the embedded default's GRPO model in the workdir, and its warm-up and RFT
+By default it evaluates the classic world's GRPO model in the workdir (configs/eval_principled.py:
+the principled world's, the main command's), and its warm-up and RFT
 models on the same 1,024 test items (training whatever is missing first): one greedy critique and
 a pool of 32 sampled critiques per item and model; sum, mode and meta-RM voting for k = 1, 2, 4,
 ..., 32 from that pool; paired bootstrap intervals of the differences between stages, methods and
 baselines; results.json, results.md, curve.png and samples.jsonl in <workdir>/eval/<name>/.
 
-Run:   python -m spct_jax.evaluate --config=configs/eval.py --workdir=runs/default
+Run:   python -m spct_jax.evaluate --config=configs/eval.py --workdir=runs/classic
 Smoke: python -m spct_jax.evaluate --config=configs/eval.py --config.smoke=True --workdir=/tmp/smoke
 Files: --config.data.source=rewardbench.jsonl (formats: rewardbench, ppe_human, ppe_correctness,
        grm; detected from the first record) --config.eval.n=0 (all items)

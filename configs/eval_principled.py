@@ -4,7 +4,7 @@ scalar-RM baseline (configs/meta_rm_principled.py, configs/scalar_rm_principled.
 in the workdir when missing). The results add, per GRM, how often its main principle is the
 item's decisive one (greedy and over the pool).
 
-Run:   python -m spct_jax.evaluate --config=configs/eval_principled.py --workdir=runs/principled
+Run:   python -m spct_jax.evaluate --config=configs/eval_principled.py --workdir=runs/default
 """
 import os
 import sys

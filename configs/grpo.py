@@ -1,10 +1,11 @@
 """GRPO: rule-based online RL of the GRM (SPCT stage 2), after warm-up and RFT.
 
 On a fresh machine this runs the whole chain on the embedded default (`small` preset, bundled
-tokenizer, synthetic tasks): warm-up -> RFT -> GRPO, each checkpointed in the workdir, and ends
+tokenizer) in the classic synthetic world (configs/grpo_principled.py, the README's main command,
+runs it in the principled world): warm-up -> RFT -> GRPO, each checkpointed in the workdir, and ends
 with a table of held-out accuracy per stage (greedy and voting@8).
 
-Run:   python -m spct_jax.train --config=configs/grpo.py --workdir=runs/default
+Run:   python -m spct_jax.train --config=configs/grpo.py --workdir=runs/classic
 Smoke: python -m spct_jax.train --config=configs/grpo.py --config.smoke=True --workdir=/tmp/smoke
 Cost and result on a 2-core CPU: see README.md (measured with this exact config).
 """

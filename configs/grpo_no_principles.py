@@ -4,7 +4,7 @@ and otherwise the hyper-parameters of configs/grpo.py. Use it in a workdir of it
 it to the evaluation as the baseline:
 
 Run:   python -m spct_jax.train --config=configs/grpo_no_principles.py --workdir=runs/no_principles
-Eval:  python -m spct_jax.evaluate --config=configs/eval.py --workdir=runs/default \\
+Eval:  python -m spct_jax.evaluate --config=configs/eval.py --workdir=runs/classic \\
            --config.no_principles=export:runs/no_principles/grpo/final
 Cost and result on a 2-core CPU: see README.md (measured with this exact config).
 """

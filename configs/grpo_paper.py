@@ -4,9 +4,9 @@ group: `sequence-mean-token-mean`), KL coefficient beta 0.08 and groups of G = 4
 per step, so a step still trains on 32 rollouts). The paper's lr (4e-7) and batch (512) are for a
 27B model; the rest follows configs/grpo.py.
 
-Run:   python -m spct_jax.train --config=configs/grpo_paper.py --workdir=runs/default
+Run:   python -m spct_jax.train --config=configs/grpo_paper.py --workdir=runs/classic
        (a workdir with the RFT stage done trains only this GRPO: its output goes to grpo/ there,
-        so use a workdir of its own to keep both, e.g. copy runs/default/rft to runs/paper/rft)
+        so use a workdir of its own to keep both, e.g. copy runs/classic/rft to runs/paper/rft)
 Cost and result on a 2-core CPU: see README.md (measured with this exact config).
 """
 import os

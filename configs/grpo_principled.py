@@ -8,7 +8,10 @@ Temperature 0.7, measured against 1.0 (docs/results.md, "The principled world"):
 1.0, and on 1,024 items of a fresh generator seed (another for each) +4.9 [+1.8, +8.0] at 0.7
 and -0.6 [-3.7, +2.2] at 1.0; the stage took 550 s instead of 792 s (shorter critiques).
 
-Run:   python -m spct_jax.train --config=configs/grpo_principled.py --workdir=runs/principled
+The README's main command. Measured from a fresh workdir on the project's 2-core CPU: 12.5 min
+(RFT 316 s, GRPO 435 s; docs/results.md, "The main command").
+
+Run:   python -m spct_jax.train --config=configs/grpo_principled.py --workdir=runs/default
 """
 import os
 import sys
@@ -22,6 +25,8 @@ def get_config():
   c = grpo.get_config()
   c.upstream_config = "rft_principled.py"
   warmup_principled.apply_world(c, "grpo.max_new_tokens")
+  c.eval.k = 0   # held-out validation greedy only: voting@8 on it cost ~2 min a stage; the
+                 # evaluation (configs/eval_principled.py) votes on 1,024 test items
   c.grpo.mu = 2
   c.grpo.temperature = 0.7
   return c

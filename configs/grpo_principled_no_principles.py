@@ -4,7 +4,7 @@ prompt variant and otherwise the settings of configs/grpo_principled.py. Train i
 its own and give it to the evaluation as the baseline:
 
 Run:   python -m spct_jax.train --config=configs/grpo_principled_no_principles.py --workdir=runs/principled_np
-Eval:  python -m spct_jax.evaluate --config=configs/eval_principled.py --workdir=runs/principled \\
+Eval:  python -m spct_jax.evaluate --config=configs/eval_principled.py --workdir=runs/default \\
            --config.no_principles=export:runs/principled_np/grpo/final
 """
 import os

@@ -5,7 +5,7 @@ samples `meta_rm.samples_per_item` critiques of each training item at the voting
 labels each by the rule (correct or not) and fine-tunes backbone + head with binary
 cross-entropy. `python -m spct_jax.evaluate` then lets only the top k/2 samples by meta score vote.
 
-Run:   python -m spct_jax.train --config=configs/meta_rm.py --workdir=runs/default
+Run:   python -m spct_jax.train --config=configs/meta_rm.py --workdir=runs/classic
 Smoke: python -m spct_jax.train --config=configs/meta_rm.py --config.smoke=True --workdir=/tmp/smoke
 Cost and result on a 2-core CPU: see README.md (measured with this exact config).
 """

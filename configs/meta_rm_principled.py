@@ -2,7 +2,7 @@
 of the GRPO model of configs/grpo_principled.py in the same workdir. configs/eval_principled.py
 trains it when it is missing.
 
-Run:   python -m spct_jax.train --config=configs/meta_rm_principled.py --workdir=runs/principled
+Run:   python -m spct_jax.train --config=configs/meta_rm_principled.py --workdir=runs/default
 """
 import os
 import sys

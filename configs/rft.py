@@ -5,7 +5,7 @@ For each training item the warmed-up GRM samples N_RFT critiques (seed: 5; the p
 too easy, and items with none correct get one hinted sample ("The best response is: Response j")
 that is kept if correct. Then SFT on the kept trajectories (optionally mixed with warm-up data).
 
-Run:   python -m spct_jax.train --config=configs/rft.py --workdir=runs/default
+Run:   python -m spct_jax.train --config=configs/rft.py --workdir=runs/classic
 Cost and result on a 2-core CPU: see README.md (measured with this exact config).
 """
 import os

@@ -12,4 +12,6 @@ def get_config():
   c = rft.get_config()
   c.upstream_config = "warmup_principled.py"
   warmup_principled.apply_world(c, "rft.max_new_tokens")
+  c.eval.k = 0   # held-out validation greedy only: voting@8 on it cost ~2 min a stage; the
+                 # evaluation (configs/eval_principled.py) votes on 1,024 test items
   return c

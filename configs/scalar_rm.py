@@ -5,7 +5,7 @@ warm-up runs first when it is missing) and trains a scalar head with the Bradley
 (best, other) response pairs of the training items. Its held-out accuracy is the "scalar RM" line
 of `python -m spct_jax.evaluate`.
 
-Run:   python -m spct_jax.train --config=configs/scalar_rm.py --workdir=runs/default
+Run:   python -m spct_jax.train --config=configs/scalar_rm.py --workdir=runs/classic
 Smoke: python -m spct_jax.train --config=configs/scalar_rm.py --config.smoke=True --workdir=/tmp/smoke
 Cost and result on a 2-core CPU: see README.md (measured with this exact config).
 """

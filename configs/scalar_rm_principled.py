@@ -2,7 +2,7 @@
 from its warm-up model (configs/warmup_principled.py) in the same workdir, so that it shares the
 GRM's backbone, data and start. configs/eval_principled.py trains it when it is missing.
 
-Run:   python -m spct_jax.train --config=configs/scalar_rm_principled.py --workdir=runs/principled
+Run:   python -m spct_jax.train --config=configs/scalar_rm_principled.py --workdir=runs/default
 """
 import os
 import sys

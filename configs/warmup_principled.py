@@ -4,7 +4,7 @@ probability data.principle_skill (0.4), else its habitual favourite, so the warm
 well but often by the wrong principle (the imperfect starting judge RFT and GRPO should improve).
 configs/warmup_principled_oracle.py is the same with the decisive principle always given.
 
-Run:   python -m spct_jax.train --config=configs/warmup_principled.py --workdir=runs/principled
+Run:   python -m spct_jax.train --config=configs/warmup_principled.py --workdir=runs/default
 Cost and result on the project's 2-core CPU: see the README's principled-world section.
 """
 import os

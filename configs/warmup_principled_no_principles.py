@@ -4,7 +4,7 @@ scores only, so the teacher's critiques lose their principles line but keep the 
 that follow the principles it chose (right with the same probability as the SPCT teacher's).
 
 Run:   python -m spct_jax.train --config=configs/warmup_principled_no_principles.py --workdir=runs/principled_np
-Eval:  python -m spct_jax.evaluate --config=configs/eval_principled.py --workdir=runs/principled \\
+Eval:  python -m spct_jax.evaluate --config=configs/eval_principled.py --workdir=runs/default \\
            --config.no_principles=export:runs/principled_np/warmup/final
 Cost and result on the project's 2-core CPU: see the README's principled-world section.
 """

@@ -2,6 +2,7 @@
 RewardBench sections, PPE best-of-K, the markdown table and the plot. Hand-computed numbers."""
 import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -531,3 +532,33 @@ def test_voting_table_is_what_the_curve_averages():
   for m in ("sum", "mode", "meta"):
     assert curve.accuracy[m] == tuple(float(table[m][k].mean()) for k in used)
     assert all(v.shape == (12,) and ((0 <= v) & (v <= 1)).all() for v in table[m].values())
+
+
+def test_model_summary_reports_voting_with_ties_wrong_and_ties_at_random():
+  """Two mirror-image samples per item: each alone is right half the time (no ties at k = 1),
+  their sum is always a tie: strict sum@2 is 0 and the paper's rule (ties at random) about 0.5;
+  the differences, the results and the comparison table carry both."""
+  from spct_jax import judge as judge_lib
+  from spct_jax.evaluate import run as eval_run
+  from spct_jax.train import chain
+  cfg = chain.load_config(str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "eval.py"))
+  cfg.eval.update(n_boot=50, n_draws=4)
+  exs = [ex(2, 0, family="f", id=str(i)) for i in range(400)]
+
+  def judgement(rows):
+    return judge_lib.Judgement([f"t{i}" for i in range(len(rows))], rows, [(0, 1)] * len(rows))
+
+  greedy = [judgement([[6, 6]]) for _ in exs]                  # a tie
+  pool = [judgement([[8, 3], [3, 8]]) for _ in exs]            # right, wrong: the sum ties
+  out, per_item = eval_run.model_summary(eval_run.Judged("m", "stage:m", "default", greedy, pool, 2), exs,
+                                         list(range(len(exs))), (1, 2), cfg)
+  assert out["greedy"] == 0.0 and 0.4 < out["greedy_ties_random"] < 0.6
+  assert out["sum"]["1"] == out["sum_ties_random"]["1"] == pytest.approx(0.5, abs=0.05)
+  assert out["sum"]["2"] == 0.0 and 0.4 < out["sum_ties_random"]["2"] < 0.6
+  assert per_item["sum@2 ties random"].shape == (400,)
+  diffs = eval_run.differences("m", ["m"], {"m": per_item}, 2, cfg)
+  assert diffs["m sum@2 - m sum@1"]["diff"] == pytest.approx(-out["sum"]["1"])
+  assert abs(diffs["m sum@2 - m sum@1, ties at random"]["diff"]) < 0.1
+  assert diffs["m sum@2 - m greedy, ties at random"]["n"] == 400
+  table = report.comparison_table({"models": {"m": out}, "differences": diffs})
+  assert "| m, ties at random | " in table and "| m sum@2 - m sum@1, ties at random | " in table

@@ -82,7 +82,8 @@ def _pct(v) -> str:
 
 def comparison_table(results: Mapping) -> str:
   """Markdown: one row per evaluated model (greedy and sum / meta-RM voting accuracy at every k,
-  in %, with the greedy CI), then every paired difference with its 95% interval, in points."""
+  in %, with the greedy CI; ties wrong), a second row with ties broken at random (the paper's
+  rule) where the model has one, then every paired difference with its 95% interval, in points."""
   models = results.get("models", {})
   if not models:
     return ""
@@ -92,12 +93,16 @@ def comparison_table(results: Mapping) -> str:
   head += ["decisive principle first (greedy / pool)", "reading / scores follow analysis (greedy)"] if decisive else []
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name, m in models.items():
-    ci = m.get("greedy_ci")
-    cells = [name, _pct(m.get("greedy")) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")]
-    cells += [_pct(m.get("sum", {}).get(str(k))) for k in ks] + [_pct(m.get("meta", {}).get(str(k))) for k in ks]
-    cells += [f"{_pct(m.get('decisive_first'))} / {_pct(m.get('decisive_first_pool'))}",
-              f"{_pct(m.get('reading'))} / {_pct(m.get('scores_follow_analysis'))}"] if decisive else []
-    lines.append("| " + " | ".join(cells) + " |")
+    for suffix, label in (("", name), ("_ties_random", f"{name}, ties at random")):
+      if f"greedy{suffix}" not in m:
+        continue
+      ci = m.get(f"greedy{suffix}_ci")
+      cells = [label, _pct(m.get(f"greedy{suffix}")) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")]
+      cells += [_pct(m.get(f"sum{suffix}", {}).get(str(k))) for k in ks]
+      cells += [_pct(m.get(f"meta{suffix}", {}).get(str(k))) for k in ks]
+      cells += [f"{_pct(m.get('decisive_first'))} / {_pct(m.get('decisive_first_pool'))}",
+                f"{_pct(m.get('reading'))} / {_pct(m.get('scores_follow_analysis'))}"] if decisive else []
+      lines.append("| " + " | ".join(cells) + " |")
   diffs = results.get("differences", {})
   if diffs:
     lines += ["", "| paired difference (points) | diff | 95% CI | items |", "|---|---|---|---|"]

@@ -157,20 +157,28 @@ def judge_model(cfg, workdir: str, name: str, spec: str, key: str, variant: str,
 def model_summary(j: Judged, exs, ranked: list[int], ks, cfg) -> tuple[dict, dict[str, np.ndarray]]:
   """(results of one model, its per-item values on the ranked items): greedy accuracy, and sum-,
   mode- and meta-RM-voting accuracy at every k, each with its bootstrap CI; per family greedy.
-  The per-item vectors ("greedy", "sum@k", "meta@k", ...) feed the paired differences."""
+  Strict (ties wrong) under the plain names, and with ties broken at random (the paper's rule,
+  METHOD.md section 6) under "<name>_ties_random". The per-item vectors ("greedy", "sum@k",
+  "meta@k", ..., and "greedy ties random", "sum@k ties random", ...) feed the paired differences."""
   e, boot = cfg.eval, stage.seed(cfg, "eval_bootstrap")
   ks = tuple(k for k in ks if k <= j.pool_size)
   rx = [exs[i] for i in ranked]
-  greedy = metrics.pool_correct(rx, [j.greedy[i].scores for i in ranked]).astype(float)
-  used, _, table = metrics.voting_table(rx, [j.pool[i].scores for i in ranked],
-                                        None if j.meta is None else [j.meta[i] for i in ranked],
-                                        ks=ks, n_draws=e.n_draws, seed=boot)
-  per_item = {"greedy": greedy, **{f"{m}@{k}": v for m, by_k in table.items() for k, v in by_k.items()}}
-  out = {"spec": j.spec, "variant": j.variant, "n": len(rx), "greedy": float(greedy.mean()) if len(rx) else None,
-         "greedy_ci": list(metrics.bootstrap_ci(greedy, e.n_boot, seed=boot)) if len(rx) else None}
-  for m, by_k in table.items():
-    out[m] = {str(k): float(v.mean()) for k, v in by_k.items()}
-    out[f"{m}_ci"] = {str(k): list(metrics.bootstrap_ci(v, e.n_boot, seed=boot)) for k, v in by_k.items()}
+  greedy_scores = [j.greedy[i].scores for i in ranked]
+  pool_scores, meta = [j.pool[i].scores for i in ranked], None if j.meta is None else [j.meta[i] for i in ranked]
+  per_item, out, tables = {}, {"spec": j.spec, "variant": j.variant, "n": len(rx)}, {}
+  for suffix, rng in (("", None), ("_ties_random", np.random.default_rng([boot, 1]))):
+    g = metrics.pool_correct(rx, greedy_scores, rng=rng).astype(float)
+    used, _, table = metrics.voting_table(rx, pool_scores, meta, ks=ks, n_draws=e.n_draws, seed=boot,
+                                          strict=rng is None)
+    tables[suffix], tag = table, suffix.replace("_", " ")
+    per_item[f"greedy{tag}"] = g
+    per_item.update({f"{m}@{k}{tag}": v for m, by_k in table.items() for k, v in by_k.items()})
+    out[f"greedy{suffix}"] = float(g.mean()) if len(rx) else None
+    out[f"greedy{suffix}_ci"] = list(metrics.bootstrap_ci(g, e.n_boot, seed=boot)) if len(rx) else None
+    for m, by_k in table.items():
+      out[f"{m}{suffix}"] = {str(k): float(v.mean()) for k, v in by_k.items()}
+      out[f"{m}{suffix}_ci"] = {str(k): list(metrics.bootstrap_ci(v, e.n_boot, seed=boot)) for k, v in by_k.items()}
+  greedy = per_item["greedy"]
   if stage.world(cfg) is principled and cfg.data.source == "synthetic" and j.variant != "no_principles":
     # how often the critique's main principle is the item's decisive one (greedy; over the pool)
     out["decisive_first"] = float(np.mean([principled.main_principle(j.greedy[i].texts[0]) == exs[i].family
@@ -185,7 +193,7 @@ def model_summary(j: Judged, exs, ranked: list[int], ks, cfg) -> tuple[dict, dic
   out["greedy_per_family"] = {f: float(np.mean([c for c, ex in zip(greedy, rx) if ex.family == f])) for f in fams}
   if used:
     top = used[-1]
-    out[f"sum_per_family@{top}"] = {f: float(np.mean([c for c, ex in zip(table["sum"][top], rx) if ex.family == f]))
+    out[f"sum_per_family@{top}"] = {f: float(np.mean([c for c, ex in zip(tables[""]["sum"][top], rx) if ex.family == f]))
                                     for f in fams}
   return out, per_item
 
@@ -208,9 +216,14 @@ def differences(main: str, chain_names: list[str], per_item: dict[str, dict[str,
   m = per_item[main]
   if f"sum@{top}" in m:
     add(f"{main} sum@{top} - {main} greedy", m[f"sum@{top}"], m["greedy"])
-    ks = sorted(int(k.split("@")[1]) for k in m if k.startswith("sum@"))
+    ks = sorted(int(k.split("@")[1]) for k in m if k.startswith("sum@") and k.split("@")[1].isdigit())
     for k1, k2 in zip(ks, ks[1:]):
       add(f"{main} sum@{k2} - {main} sum@{k1}", m[f"sum@{k2}"], m[f"sum@{k1}"])
+    if f"sum@{top} ties random" in m:  # the same, ties broken at random (the paper's rule)
+      tag = " ties random"
+      add(f"{main} sum@{top} - {main} greedy, ties at random", m[f"sum@{top}{tag}"], m[f"greedy{tag}"])
+      for k1, k2 in zip(ks, ks[1:]):
+        add(f"{main} sum@{k2} - {main} sum@{k1}, ties at random", m[f"sum@{k2}{tag}"], m[f"sum@{k1}{tag}"])
   if f"meta@{top}" in m:
     add(f"{main} meta@{top} - {main} sum@{top}", m[f"meta@{top}"], m[f"sum@{top}"])
   for base in ("no_principles", "scalar_rm"):
