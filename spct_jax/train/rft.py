@@ -147,19 +147,23 @@ def run(cfg, workdir: str) -> dict:
   pairs = [(t.shown, t.text) for t in kept]
   n_mix = int(round(r.warmup_rows_per_item * r.n_items))
   params, steps, rows, skipped, last, teacher_rejected = s.params, cfg.train.steps, {"tokens": []}, 0, {}, 0
-  if not pairs and not n_mix:
-    print(f"[rft] WARNING: no trajectory kept ({dataclasses.asdict(stats)}) and rft.warmup_rows_per_item=0: "
+  n_kept = len(pairs)
+  if n_mix:
+    right, teacher_rejected = teacher_rows(cfg, n_mix, stage.seed(cfg, "rft_teacher"))
+    print(f"[rft] {len(right)} warm-up (teacher) rows mixed in; {teacher_rejected} rejected as wrong", flush=True)
+    pairs += right
+  if not pairs:
+    print(f"[rft] WARNING: no trajectory kept ({dataclasses.asdict(stats)}) and no warm-up row to mix in "
+          f"(rft.warmup_rows_per_item={r.warmup_rows_per_item}, {teacher_rejected} teacher rows rejected as wrong): "
           "nothing to fine-tune on, so this stage's output is its input model. The GRM cannot yet "
           "solve these items: train the warm-up longer, enable rft.hinted, or check the prompt format "
           "(data.style) against the model's.", flush=True)
     steps = 0
+    last = stage.heldout_accuracy(cfg, s.mcfg, params, s.tok, stage.validation_examples(cfg), mesh=s.mesh,
+                                  variant=cfg.data.variant, style=cfg.data.style)  # validated all the same
   else:
-    if not pairs:
-      print(f"[rft] WARNING: no trajectory kept; training on {n_mix} warm-up rows only", flush=True)
-    if n_mix:
-      right, teacher_rejected = teacher_rows(cfg, n_mix, stage.seed(cfg, "rft_teacher"))
-      print(f"[rft] {len(right)} warm-up (teacher) rows mixed in; {teacher_rejected} rejected as wrong", flush=True)
-      pairs += right
+    if not n_kept:
+      print(f"[rft] WARNING: no trajectory kept; training on {len(pairs)} warm-up rows only", flush=True)
     rows, skipped = stage.sft_rows(pairs, s.tok, max_len=cfg.data.max_len, variant=cfg.data.variant,
                                    style=cfg.data.style)
     params, last = stage.fit_sft(s, s.params, rows)

@@ -301,7 +301,8 @@ def sft_rows(pairs, tok, *, max_len: int, variant: str, style: str, prompt_weigh
   if stats.truncated or stats.too_long:
     print(f"[data] length policy: {stats.summary()}", flush=True)
   if not len(rows["tokens"]):
-    raise ValueError(f"all {stats.too_long} items are longer than data.max_len={max_len} tokens")
+    raise ValueError(f"no SFT rows: {len(pairs)} items given, {stats.too_long} of them longer than "
+                     f"data.max_len={max_len} tokens")
   return rows, stats.too_long
 
 

@@ -40,6 +40,23 @@ def test_grpo_config_runs_the_chain_in_smoke_mode(chain):
   assert "grpo is already done" in again.stdout
 
 
+def test_the_readme_main_command_runs_its_chain_in_smoke_mode(tmp_path):
+  """The README's first command (the principled world's chain), shrunk: every stage finishes,
+  validates per family and reports the decisive-principle column."""
+  first = (ROOT / "README.md").read_text().split("```bash\n", 1)[1].splitlines()[0]
+  config = next(a for a in first.split() if a.startswith("--config="))
+  assert config == "--config=configs/grpo_principled.py"
+  proc = _run("spct_jax.train", config, "--config.smoke=True", f"--workdir={tmp_path}")
+  for stage in ("warmup", "rft", "grpo"):
+    summary = json.loads((tmp_path / stage / "summary.json").read_text())
+    assert summary["stage"] == stage and "val_decisive_first" in summary
+    assert any(k.startswith("val_accuracy_") for k in summary), summary
+  assert "decisive principle first |" in proc.stdout and "| grpo |" in proc.stdout
+  rft = json.loads((tmp_path / "rft" / "summary.json").read_text())
+  if rft["steps"] == 0:  # the smoke warm-up solves nothing and the teacher's rows were wrong: said so
+    assert "nothing to fine-tune on" in proc.stdout
+
+
 def test_evaluate_trains_what_it_needs_and_writes_every_output(chain):
   workdir, _ = chain
   proc = _run("spct_jax.evaluate", "--config=configs/eval.py", "--config.smoke=True", f"--workdir={workdir}",
@@ -65,11 +82,13 @@ def test_evaluate_trains_what_it_needs_and_writes_every_output(chain):
   assert set(models) == {"warmup", "rft", "grpo", "no_principles", "scalar_rm"}
   for name in ("warmup", "rft", "grpo", "no_principles"):
     assert set(models[name]["sum"]) == set(models[name]["meta"]) == {"1", "2", "4"}
+    assert set(models[name]["sum_ties_random"]) == {"1", "2", "4"}  # the paper's tie rule beside
     assert 0.0 <= models[name]["greedy"] <= 1.0
   diffs = results["differences"]
   for label in ("rft - warmup, greedy", "grpo - rft, greedy", "grpo sum@4 - grpo greedy", "grpo meta@4 - grpo sum@4",
                 "grpo - no_principles, greedy", "grpo sum@4 - no_principles sum@4", "grpo - scalar_rm, greedy",
-                "grpo sum@2 - grpo sum@1", "warmup - no_principles, greedy", "rft - no_principles, greedy"):
+                "grpo sum@2 - grpo sum@1", "warmup - no_principles, greedy", "rft - no_principles, greedy",
+                "grpo sum@4 - grpo greedy, ties at random", "grpo sum@2 - grpo sum@1, ties at random"):
     d = diffs[label]
     assert d["n"] == 4 and d["ci"][0] <= d["diff"] <= d["ci"][1], (label, d)
   assert "paired difference" in (out / "results.md").read_text()
