@@ -159,8 +159,7 @@ def run(cfg, workdir: str) -> dict:
           "solve these items: train the warm-up longer, enable rft.hinted, or check the prompt format "
           "(data.style) against the model's.", flush=True)
     steps = 0
-    last = stage.heldout_accuracy(cfg, s.mcfg, params, s.tok, stage.validation_examples(cfg), mesh=s.mesh,
-                                  variant=cfg.data.variant, style=cfg.data.style)  # validated all the same
+    last = stage.validate(s)(params)  # validated all the same
   else:
     if not n_kept:
       print(f"[rft] WARNING: no trajectory kept; training on {len(pairs)} warm-up rows only", flush=True)

@@ -338,8 +338,14 @@ def heldout_accuracy(cfg, mcfg, params, tok, examples, *, mesh, variant: str, st
           **voting, **per_family, "eval_seconds": time.perf_counter() - t0}
 
 
-def heldout(s: StageRun) -> Callable[[Any], dict]:
-  """eval_fn(state) -> `heldout_accuracy` of state.params on the validation items."""
+def validate(s: StageRun) -> Callable[[Any], dict]:
+  """check(params) -> `heldout_accuracy` of a whole param tree on the stage's validation items."""
   val = validation_examples(s.cfg)
-  return lambda state: heldout_accuracy(s.cfg, s.mcfg, state_lib.model_params(state), s.tok, val, mesh=s.mesh,
-                                        variant=s.cfg.data.variant, style=s.cfg.data.style)
+  return lambda params: heldout_accuracy(s.cfg, s.mcfg, params, s.tok, val, mesh=s.mesh,
+                                         variant=s.cfg.data.variant, style=s.cfg.data.style)
+
+
+def heldout(s: StageRun) -> Callable[[Any], dict]:
+  """eval_fn(state) -> `validate` of the state's model params (trained joined with frozen)."""
+  check = validate(s)
+  return lambda state: check(state_lib.model_params(state))
