@@ -100,18 +100,44 @@ def attention_mask(q_slot: Array, q_pos: Array, k_slot: Array, k_pos: Array, k_v
   return mask
 
 
-def _scores(spec: str, q: Array, k: Array) -> Array:
-  """Attention logits in float32. XLA:CPU has no bf16 x bf16 -> f32 dot for every layout, so on
-  the CPU low-precision inputs are upcast first; elsewhere the matmul accumulates in f32 directly."""
+def _scores(q: Array, keys: Array) -> Array:
+  """Attention logits [P, K, J, T, G, S] float32 of queries q [P, J, T, K, G, H] (J rows that read
+  the same keys: the samples of a shared prompt, or J = 1) and keys [P, K, H, S]. XLA:CPU has no
+  bf16 x bf16 -> f32 dot for every layout, so on the CPU low-precision inputs are upcast first;
+  elsewhere the matmul accumulates in f32 directly."""
   if q.dtype != jnp.float32 and jax.default_backend() == "cpu":
-    q, k = q.astype(jnp.float32), k.astype(jnp.float32)
-  return jnp.einsum(spec, q, k, preferred_element_type=jnp.float32)
+    q, keys = q.astype(jnp.float32), keys.astype(jnp.float32)
+  return _qk(q, keys)
 
 
-def _contract(x: Array, w: Array, n: int) -> Array:
+def _qk_fwd(q: Array, keys: Array):
+  p, j, t, k, g, h = q.shape
+  qm = jnp.transpose(q, (0, 3, 1, 2, 4, 5)).reshape(p, k, j * t * g, h)
+  out = jax.lax.dot_general(qm, keys, (((3,), (2,)), ((0, 1), (0, 1))), preferred_element_type=jnp.float32)
+  return out.reshape(p, k, j, t, g, keys.shape[-1]), (qm, keys)
+
+
+def _qk_bwd(res, d: Array):
+  # the keys' gradient as q^T . d with q transposed ([.., H, M], the smaller operand): JAX's own
+  # transpose has XLA:CPU copy the [.., M, S] gradient of the scores instead
+  qm, keys = res
+  p, k, j, t, g, s = d.shape
+  d = d.reshape(p, k, j * t * g, s)
+  dq = jax.lax.dot_general(d, keys, (((3,), (3,)), ((0, 1), (0, 1))))
+  dk = jax.lax.dot_general(jnp.swapaxes(qm, 2, 3), d, (((3,), (2,)), ((0, 1), (0, 1))))
+  dq = jnp.transpose(dq.reshape(p, k, j, t, g, -1), (0, 2, 3, 1, 4, 5))
+  return dq.astype(qm.dtype), dk.astype(keys.dtype)
+
+
+_qk = jax.custom_vjp(lambda q, keys: _qk_fwd(q, keys)[0])
+_qk.defvjp(_qk_fwd, _qk_bwd)
+
+
+def _contract(x: Array, w: Array, n: int, out: Any = None) -> Array:
   """x [..., C1..Cn] . w [C1..Cn, O...] -> [..., O...]: a plain dot_general over x's last n dims
-  and w's first n."""
-  return jax.lax.dot_general(x, w, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ())))
+  and w's first n; out: the result's dtype, accumulated in it (None: the inputs')."""
+  return jax.lax.dot_general(x, w, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ())),
+                             preferred_element_type=out)
 
 
 # `_contract` with a backward pass of two products emitted in the layouts of x and w: dx = dy . w
@@ -119,17 +145,17 @@ def _contract(x: Array, w: Array, n: int) -> Array:
 # same values, but XLA:CPU then adds layout copies of the activations' gradients and weights and runs
 # the backward matmuls at under half the forward's rate; with this one they run at the same rate
 # (docs/benchmarks.md, the train step).
-_dot = jax.custom_vjp(_contract, nondiff_argnums=(2,))
+_dot = jax.custom_vjp(_contract, nondiff_argnums=(2, 3))
 
 
-def _dot_fwd(x: Array, w: Array, n: int):
-  return _contract(x, w, n), (x, w)
+def _dot_fwd(x: Array, w: Array, n: int, out: Any):
+  return _contract(x, w, n, out), (x, w)
 
 
-def _dot_bwd(n: int, res, dy: Array):
+def _dot_bwd(n: int, out: Any, res, dy: Array):
   x, w = res
-  lead, out = x.ndim - n, w.ndim - n
-  dx = jax.lax.dot_general(dy, w, ((tuple(range(lead, lead + out)), tuple(range(n, w.ndim))), ((), ())))
+  lead, rest = x.ndim - n, w.ndim - n
+  dx = jax.lax.dot_general(dy, w, ((tuple(range(lead, lead + rest)), tuple(range(n, w.ndim))), ((), ())))
   dw = jax.lax.dot_general(x, dy, ((tuple(range(lead)), tuple(range(lead))), ((), ())))
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
@@ -142,7 +168,14 @@ def _project(x: Array, w: Array, n_contract: int, plain: bool = False) -> Array:
   dtype, through `_dot`. plain: the bare dot_general (`_contract`) instead, the call that LoRA through qwix
   intercepts in Linen modules (it finds the weight by tracing the dot's rhs back to its param and
   adds its float32 adapters' term)."""
-  return (_contract if plain else _dot)(x, w, n_contract).astype(x.dtype)
+  return (_contract if plain else _dot)(x, w, n_contract, None).astype(x.dtype)
+
+
+def head_dot(x: Array, w: Array) -> Array:
+  """x [..., D] . w [D, V] -> [..., V] float32 (accumulated in float32; the LM head's logits), with
+  `_dot`'s backward: the weight's gradient over the leading dims of x and dy, not a transposed
+  copy of the [..., V] gradient."""
+  return _dot(x, w, 1, jnp.float32)
 
 
 class Attention(nn.Module):
@@ -208,38 +241,36 @@ class Attention(nn.Module):
     b, t = x.shape[:2]
     g = n // k
     q = q.reshape(b, t, k, g, h)
-    if t == 1:  # decode: one query per row
-      logits = _scores("bkgh,bkhs->bkgs", q[:, 0], kk)[:, :, :, None, :]
-    else:
-      logits = _scores("btkgh,bkhs->bkgts", q, kk)                  # [B, K, G, T, S]
-    if prefix is not None:  # the prompt's keys, once per prompt: [P, K, H, Tp]
-      p, tp = prefix[0].shape[0], prefix[0].shape[-1]
-      if t == 1:
-        qp = q[:, 0].reshape(p, b // p, k, g, h)
-        lp = _scores("pjkgh,pkhs->pjkgs", qp, prefix[0]).reshape(b, k, g, 1, tp)
-      else:
-        qp = q.reshape(p, b // p, t, k, g, h)
-        lp = _scores("pjtkgh,pkhs->pjkgts", qp, prefix[0]).reshape(b, k, g, t, tp)
-      logits = jnp.concatenate([lp, logits], axis=-1)
-    logits = softcap(logits * cfg.query_scale, cfg.attn_softcap)
-    logits = jnp.where(mask[:, None, None, :, :], logits, NEG_INF)
-    # softmax with its division moved after the value product: the [.., T, S] scores are
-    # exponentiated once and the sum divides the [.., T, H] output (H < S), as in flash attention
-    probs = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
-    denom = jnp.transpose(probs.sum(-1), (0, 3, 1, 2))[..., None].astype(dt)  # [B, T, K, G, 1]
-    probs = probs.astype(dt)
-    own = probs if prefix is None else probs[..., tp:]
-    if t == 1:
-      out = jnp.einsum("bkgs,bksh->bkgh", own[:, :, :, 0], vv)[:, None]
-    else:
-      out = jnp.einsum("bkgts,bksh->btkgh", own, vv)
+    tp = 0 if prefix is None else prefix[0].shape[-1]
+
+    def masked(scores, m):
+      return jnp.where(m, softcap(scores * cfg.query_scale, cfg.attn_softcap), NEG_INF)
+
+    # Scores in the layout their matmul produces, [B, K, T, G, S], so that neither they nor their
+    # gradients are transposed (only q and the [.., H] output are). A shared prompt's scores,
+    # [P, K, J, T, G, Tp] (row b = p * J + j), go through the same softmax as the rows' own: one
+    # max over both parts, their sums added (exact). The division comes after the value product
+    # (the [.., H] output, not the [.., S] scores), as in flash attention.
+    own = masked(_scores(q[:, None], kk)[:, :, 0], mask[:, None, :, None, tp:])
+    top = own.max(-1)                                                   # [B, K, T, G]
     if prefix is not None:
-      pp = probs[..., :tp].reshape(p, b // p, k, g, t, tp)
-      if t == 1:
-        out = out + jnp.einsum("pjkgs,pksh->pjkgh", pp[..., 0, :], prefix[1]).reshape(b, 1, k, g, h)
-      else:
-        out = out + jnp.einsum("pjkgts,pksh->pjtkgh", pp, prefix[1]).reshape(b, t, k, g, h)
-    out = (out / denom).reshape(b, t, n, h)
+      p = prefix[0].shape[0]
+      to_rows = lambda y: jnp.swapaxes(y, 1, 2).reshape((b, k) + y.shape[3:])  # noqa: E731  [P, K, J, ..] -> [B, K, ..]
+      qp = q.reshape(p, b // p, t, k, g, h)
+      pre = masked(_scores(qp, prefix[0]),
+                   mask[:, :, :tp].reshape(p, b // p, t, tp)[:, None, :, :, None, :])
+      top = jnp.maximum(top, to_rows(pre.max(-1)))
+    top = jax.lax.stop_gradient(top)
+    probs = jnp.exp(own - top[..., None])
+    denom = probs.sum(-1)
+    out = jnp.einsum("bktgs,bksh->bktgh", probs.astype(dt), vv)
+    if prefix is not None:
+      top_p = jnp.swapaxes(top.reshape(p, b // p, k, t, g), 1, 2)
+      probs = jnp.exp(pre - top_p[..., None])
+      denom = denom + to_rows(probs.sum(-1))
+      out = out + to_rows(jnp.einsum("pkjtgs,pksh->pkjtgh", probs.astype(dt), prefix[1]))
+    out = out / denom[..., None].astype(dt)
+    out = jnp.transpose(out, (0, 2, 1, 3, 4)).reshape(b, t, n, h)
     return _project(out, wo.astype(dt), 2, lora), cache
 
 

@@ -195,8 +195,7 @@ def head_weight(cfg: ModelConfig, params: Any) -> Array:
 def head_logits(cfg: ModelConfig, hidden: Array, weight: Array) -> Array:
   """Logits [..., V] float32 of hidden states [..., D] (after the final norm) and the head's
   weight [D, V], soft-capped as the model does."""
-  logits = jnp.einsum("...d,dv->...v", hidden.astype(cfg.jnp_dtype), weight.astype(cfg.jnp_dtype),
-                      preferred_element_type=jnp.float32)
+  logits = layers.head_dot(hidden.astype(cfg.jnp_dtype), weight.astype(cfg.jnp_dtype))
   logits = layers.softcap(logits, cfg.final_softcap)
   if logits.ndim == 3:
     logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))

@@ -257,3 +257,34 @@ def test_projection_backward_equals_autodiff(x_shape, w_shape, n):
     assert a.shape == b.shape and a.dtype == b.dtype
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   assert float(jnp.abs(got[1]).max()) > 0
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 2, 2, 4, 7), (3, 1, 1, 2, 1, 4, 6)])
+def test_attention_scores_backward_equals_autodiff(shape):
+  """The attention scores' own backward pass (layers._scores: the keys' gradient as q^T . d) gives
+  JAX's autodiff gradients of the same einsum, for samples sharing keys (J > 1) and for decode
+  (J = T = 1); the LM head's product (layers.head_dot) likewise, float32 out of bf16 in."""
+  p, j, t, k, g, h, s = shape
+  r = np.random.default_rng(1)
+  q = jnp.asarray(r.normal(size=(p, j, t, k, g, h)), jnp.float32)
+  keys = jnp.asarray(r.normal(size=(p, k, h, s)), jnp.float32)
+  ct = jnp.asarray(r.normal(size=(p, k, j, t, g, s)), jnp.float32)
+  plain = lambda q, keys: jnp.einsum("pjtkgh,pkhs->pkjtgs", q, keys)  # noqa: E731
+  np.testing.assert_allclose(layers._scores(q, keys), plain(q, keys), rtol=1e-5, atol=1e-5)
+  got = jax.grad(lambda q, keys: (layers._scores(q, keys) * ct).sum(), (0, 1))(q, keys)
+  want = jax.grad(lambda q, keys: (plain(q, keys) * ct).sum(), (0, 1))(q, keys)
+  for a, b in zip(got, want):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+  x, w = q.reshape(-1, h).astype(jnp.bfloat16), keys[0, 0].astype(jnp.bfloat16)
+  ct = jnp.asarray(r.normal(size=(x.shape[0], s)), jnp.float32)
+  out = layers.head_dot(x, w)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out, jnp.einsum("md,dv->mv", x, w, preferred_element_type=jnp.float32), rtol=1e-6)
+  got = jax.grad(lambda x, w: (layers.head_dot(x, w) * ct).sum(), (0, 1))(x, w)
+  want = jax.grad(lambda x, w: (jnp.einsum("md,dv->mv", x, w, preferred_element_type=jnp.float32) * ct).sum(),
+                  (0, 1))(x, w)
+  for a, b in zip(got, want):
+    assert a.dtype == b.dtype == jnp.bfloat16
+    np.testing.assert_allclose(a.astype(jnp.float32), b.astype(jnp.float32), rtol=1e-2, atol=1e-2)
