@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -39,16 +40,32 @@ def _metrics(workdir, stage):
 def runs(tmp_path_factory):
   base = tmp_path_factory.mktemp("multihost")
   one, two = base / "one", base / "two"
-  single = subprocess.Popen([sys.executable, *ARGS, f"--workdir={one}"], env=_env(8),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  # each process writes to its own file, not a pipe: a pipe that is read only after another
+  # process ends fills up (compiler warnings are enough), blocks its writer and, through the
+  # writer's collectives, its peer too
+  logs = [base / f"{name}.log" for name in ("one", "two_0", "two_1")]
   port = _free_port()
-  procs = [subprocess.Popen([sys.executable, *ARGS, f"--workdir={two}"],
-                            env=_env(4, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                                     JAX_PROCESS_ID=str(i)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  outs = [p.communicate(timeout=1500)[0] for p in [single, *procs]]
-  for p, out in zip([single, *procs], outs):
-    assert p.returncode == 0, out[-4000:]
+  envs = [_env(8)] + [_env(4, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                           JAX_PROCESS_ID=str(i)) for i in range(2)]
+  procs = []
+  for env, log, workdir in zip(envs, logs, (one, two, two)):
+    with open(log, "w") as f:
+      procs.append(subprocess.Popen([sys.executable, *ARGS, f"--workdir={workdir}"], env=env, stdout=f,
+                                    stderr=subprocess.STDOUT))
+  deadline = time.monotonic() + 900  # the three together take about 5 minutes on 2 CPU cores
+  try:
+    for p in procs:
+      p.wait(timeout=max(1.0, deadline - time.monotonic()))
+  except subprocess.TimeoutExpired:
+    pass
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+      p.wait()
+  outs = [log.read_text() for log in logs]
+  for p, log, out in zip(procs, logs, outs):
+    assert p.returncode == 0, f"{log.name} (rc {p.returncode}, killed after 900 s if negative):\n{out[-4000:]}"
   return one, two, outs
 
 
