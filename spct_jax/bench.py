@@ -19,9 +19,12 @@ and the ratios a/b, a/c, a/d; then the prefill time (a call with max_new_tokens=
 `--prefill_ks`, and the KV cache size and XLA's temporary memory of the largest case.
 Random weights and no stop tokens: every row decodes the full budget (stop_ids=(); HF gets
 min_new_tokens=max_new_tokens). Times are the best of `--repeats` runs of an AOT-compiled
-executable (compile excluded); HF is warmed up once on a short run. On Linux the CLI re-executes
-itself once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (see `reexec_with_huge_pages`; --no_thp
-before the subcommand turns it off); it applies to all of (a), (b), (c).
+executable (compile excluded); HF is warmed up once on a short run. On Linux `sampler` and
+`train` re-execute the CLI once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (see
+`reexec_with_huge_pages`; --no_thp before the subcommand turns it off); it applies to both sides
+of each comparison. `grpo` runs without it, as `spct_jax.train` runs a GRPO stage: with it, our
+optimizer step right after a sampler call measured 14.2 s against 11.1 s without (`medium`,
+docs/benchmarks.md), while TRL's step was the same either way.
 
 `grpo` times one GRPO step, B prompts x G rollouts of N new tokens, a rule reward, reference
 log-probs (beta > 0), one AdamW update, in our code (the sampler and spct_jax.train.grpo) and in
@@ -55,6 +58,7 @@ SAMPLER_COLUMNS = ("preset", "params", "B", "k", "prompt", "new", "a_tok/s", "b_
                    "d_bound_tok/s", "a/b", "a/c", "a/d")
 PREFILL_COLUMNS = ("preset", "B", "prompt", "k", "prefill_s", "vs_k_first")
 HUGE_PAGES = "glibc.malloc.hugetlb=1"  # glibc tunable: malloc madvises huge pages (see below)
+THP_COMMANDS = ("sampler", "train")  # the subcommands run with it (`grpo` without: module docstring)
 
 
 # ---- machine measurements (reusable) ---------------------------------------------------------
@@ -659,10 +663,13 @@ def reexec_with_huge_pages(argv: Sequence[str]) -> None:
   XLA's CPU buffers of a call (the B*k-row KV cache) are fresh allocations; with 4 KiB pages
   their first-touch page faults cost more than writing them (the k-dependent part of the
   prefill time drops ~4x with huge pages). glibc reads GLIBC_TUNABLES only at start-up, hence
-  the re-exec. Skipped with --no_thp, off Linux, or when the tunable is already set.
+  the re-exec. Only for THP_COMMANDS; skipped with --no_thp, off Linux, or when the tunable is
+  already set.
   """
   tunables = os.environ.get("GLIBC_TUNABLES", "")
-  if not sys.platform.startswith("linux") or "--no_thp" in argv or "glibc.malloc.hugetlb" in tunables:
+  command = next((a for a in argv if not a.startswith("-")), None)
+  if (not sys.platform.startswith("linux") or "--no_thp" in argv or "glibc.malloc.hugetlb" in tunables
+      or command not in THP_COMMANDS):
     return
   env = dict(os.environ, GLIBC_TUNABLES=":".join(t for t in (tunables, HUGE_PAGES) if t))
   os.execve(sys.executable, [sys.executable, "-m", "spct_jax.bench", *argv], env)

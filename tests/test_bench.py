@@ -116,3 +116,15 @@ def test_grpo_smoke_run_prints_both_implementations(capsys):
 
 def test_token_reward_is_the_share_of_even_ids():
   assert bench.token_reward(np.array([[2, 3, 4, 5], [1, 1, 1, 8]])).tolist() == [0.5, 0.25]
+
+
+@pytest.mark.parametrize("argv, execs", [
+    (["sampler", "--presets=tiny"], True), (["train"], True), (["grpo", "--presets=small"], False),
+    (["--no_thp", "sampler"], False), (["--help"], False)])
+def test_huge_pages_reexec_only_for_the_sampler_and_train(monkeypatch, argv, execs):
+  calls = []
+  monkeypatch.setattr(bench.os, "execve", lambda exe, args, env: calls.append((args, env["GLIBC_TUNABLES"])))
+  monkeypatch.setattr(bench.sys, "platform", "linux")
+  monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+  bench.reexec_with_huge_pages(argv)
+  assert calls == ([([bench.sys.executable, "-m", "spct_jax.bench", *argv], bench.HUGE_PAGES)] if execs else [])
