@@ -23,8 +23,8 @@ executable (compile excluded); HF is warmed up once on a short run. On Linux `sa
 `train` re-execute the CLI once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (see
 `reexec_with_huge_pages`; --no_thp before the subcommand turns it off); it applies to both sides
 of each comparison. `grpo` runs without it, as `spct_jax.train` runs a GRPO stage: with it, our
-optimizer step right after a sampler call measured 14.2 s against 11.1 s without (`medium`,
-docs/benchmarks.md), while TRL's step was the same either way.
+update column measured 14.2 s against 11.1 s without (`medium`, the optimizer step right after a
+sampler call; docs/benchmarks.md), while TRL's step was the same either way.
 
 `grpo` times one GRPO step, B prompts x G rollouts of N new tokens, a rule reward, reference
 log-probs (beta > 0), one AdamW update, in our code (the sampler and spct_jax.train.grpo) and in

@@ -32,7 +32,9 @@ pi_theta / pi_old needs. For `Greedy` they are log softmax of the raw logits (te
 
 On CPU the B*k-row cache is a fresh allocation per call whose page faults can cost more than
 writing it; running the process with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent huge
-pages) removes most of that (`python -m spct_jax.bench sampler` does so).
+pages) removes most of that (`python -m spct_jax.bench sampler` does so). Not for a GRPO stage:
+there the optimizer step right after each sampler call measured 3-4 s slower with it (`medium`,
+docs/benchmarks.md, "GRPO step").
 """
 from __future__ import annotations
 
