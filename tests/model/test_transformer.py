@@ -262,9 +262,9 @@ def test_projection_backward_equals_autodiff(x_shape, w_shape, n):
 @pytest.mark.parametrize("shape", [(2, 3, 5, 2, 2, 4, 7), (3, 1, 1, 2, 1, 4, 6)])
 def test_attention_scores_backward_equals_autodiff(shape):
   """The attention scores' own backward pass (layers._qk: the keys' gradient as q . d over the
-  queries' J, T, G dims) gives
-  JAX's autodiff gradients of the same einsum, for samples sharing keys (J > 1) and for decode
-  (J = T = 1); the LM head's product (layers.head_dot) likewise, float32 out of bf16 in."""
+  queries' J, T, G dims) gives JAX's autodiff gradients of the same einsum, for samples sharing
+  keys (J > 1) and for decode (J = T = 1); the LM head's product (layers.head_dot) likewise,
+  float32 out of bf16 in."""
   p, j, t, k, g, h, s = shape
   r = np.random.default_rng(1)
   q = jnp.asarray(r.normal(size=(p, j, t, k, g, h)), jnp.float32)
