@@ -8,8 +8,8 @@ Temperature 0.7, measured against 1.0 (docs/results.md, "The principled world"):
 1.0, and on 1,024 items of a fresh generator seed (another for each) +4.9 [+1.8, +8.0] at 0.7
 and -0.6 [-3.7, +2.2] at 1.0; the stage took 550 s instead of 792 s (shorter critiques).
 
-The README's main command. Measured from a fresh workdir on the project's 2-core CPU: 12.5 min
-(RFT 316 s, GRPO 435 s; docs/results.md, "The main command").
+The README's main command. Measured from a fresh workdir on the project's 2-core CPU: 8.5 min
+(RFT 199 s, GRPO 305 s; docs/results.md, "The main command").
 
 Run:   python -m spct_jax.train --config=configs/grpo_principled.py --workdir=runs/default
 """

@@ -1,7 +1,9 @@
 """The "GRM without principles" baseline's warm-up in the principled world: configs/warmup_principled.py
 (same start, data, teacher and steps) with the prompt variant that asks for an analysis and the
-scores only, so the teacher's critiques lose their principles line but keep the analysis and scores
-that follow the principles it chose (right with the same probability as the SPCT teacher's).
+scores only. The teacher is the same judge writing without principles
+(`principled.teacher_critique(..., principles=False)`): the same scores, right with the same
+probability as the SPCT teacher's, and the same analysis clauses, but in a fixed order (the
+criteria's) instead of the principles' order, which would state the principle it chose.
 
 Run:   python -m spct_jax.train --config=configs/warmup_principled_no_principles.py --workdir=runs/principled_np
 Eval:  python -m spct_jax.evaluate --config=configs/eval_principled.py --workdir=runs/default \\

@@ -33,7 +33,9 @@ weighs rather than what this user needs. Its analysis and scores follow the prin
 (one clause per principle per response, the reference stated in the principle, and the response's
 score at the end of its own segment, "... Score 6.", which the boxed scores then repeat), so a
 critique is right when, and because, its main principle is the decisive one. skill = 1 is the
-oracle teacher. (The score beside its own analysis, rather than only in the box at the end, is
+oracle teacher. Without principles (principles=False, the baseline's teacher) the same judge
+writes the same scores and clauses, in CRITERIA order, so that nothing but the scores shows
+which principle it chose. (The score beside its own analysis, rather than only in the box at the end, is
 what lets the 1.5M model's scores follow its analysis: 99% of greedy verdicts after the warm-up,
 against 77% when the box was the only place; docs/results.md.)
 
@@ -313,7 +315,7 @@ def check(ex: GRMExample) -> list[int]:
 
 
 def teacher_critique(example: GRMExample, rng: np.random.Generator | int, skill: float = 1.0,
-                     error_rate: float = 0.0) -> str:
+                     error_rate: float = 0.0, principles: bool = True) -> str:
   """A principles + analysis + scores trajectory for `example` as shown (GRM output format).
 
   The main principle is the decisive criterion with probability `skill`, else the first contested
@@ -321,7 +323,13 @@ def teacher_critique(example: GRMExample, rng: np.random.Generator | int, skill:
   the rest. Analysis and scores follow those principles; each response's segment of the analysis
   ends with its score ("Response 2 says ..., names .... Score 3."). With probability error_rate the scores
   and analyses of the top response and another are swapped (a slip in execution, as in
-  synthetic.teacher_critique)."""
+  synthetic.teacher_critique).
+
+  principles=False: the same judge's critique without principles (the "GRM without principles"
+  baseline): no principles line, and each response's clauses in CRITERIA order instead of the
+  principles' order (main first), since that order is itself the principle choice; the scores are
+  the same, so they still follow the main criterion the judge chose, which the text no longer
+  names."""
   from spct_jax.grm import prompts
   for name, v in (("skill", skill), ("error_rate", error_rate)):
     if not 0.0 <= v <= 1.0:
@@ -334,14 +342,15 @@ def teacher_critique(example: GRMExample, rng: np.random.Generator | int, skill:
   main_weight = int(_pick(rng, MAIN_WEIGHTS[len(rd.contested)]))
   rest = (100 - main_weight) // (len(rd.contested) - 1)
   order = [main] + [c for c in rd.contested if c != main]
-  principles = "; ".join(f"{_principle(c, rd.refs)} (weight {main_weight if c == main else rest}%)"
-                         for c in order) + "."
+  stated = "; ".join(f"{_principle(c, rd.refs)} (weight {main_weight if c == main else rest}%)"
+                     for c in order) + "."
   grades = _grades(rd, main, main_weight)
-  notes = [", ".join(_clause(c, rd.refs, s, mt[c]) for c in order) + "." for s, mt in zip(rd.said, rd.meets)]
+  clauses = order if principles else rd.contested
+  notes = [", ".join(_clause(c, rd.refs, s, mt[c]) for c in clauses) + "." for s, mt in zip(rd.said, rd.meets)]
   if rng.random() < error_rate:
     top = int(np.argmax(grades))
     other = _pick(rng, [i for i in range(example.n) if i != top])
     for seq in (grades, notes):
       seq[top], seq[other] = seq[other], seq[top]
   analysis = " ".join(f"Response {i + 1} {note} Score {g}." for i, (note, g) in enumerate(zip(notes, grades)))
-  return prompts.format_critique(principles, analysis, grades)
+  return prompts.format_critique(stated if principles else "", analysis, grades)

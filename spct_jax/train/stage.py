@@ -270,10 +270,11 @@ def world(cfg):
 def teacher_pairs(cfg, examples, seed: int) -> list[tuple]:
   """Each example in a random order with the teacher's critique for that order (the world's
   teacher, cfg.data.error_rate; in the principled world also cfg.data.principle_skill), in the
-  prompt variant cfg.data.variant."""
+  prompt variant cfg.data.variant (no_principles: the classic teacher's critique without its
+  principles line; the principled teacher's critique written without principles)."""
   rng = np.random.default_rng(seed)
   mod, variant = world(cfg), cfg.data.variant
-  kw = {"skill": cfg.data.principle_skill} if mod is principled else {}
+  kw = {"skill": cfg.data.principle_skill, "principles": variant != "no_principles"} if mod is principled else {}
   pairs = []
   for ex in examples:
     shown, _ = prompts.shuffle(ex, rng)

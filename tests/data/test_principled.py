@@ -86,6 +86,31 @@ def test_teacher_is_right_exactly_when_its_main_principle_is_the_decisive_one(it
     assert right == len(exs)
 
 
+def test_the_critique_without_principles_has_the_same_scores_and_no_trace_of_the_choice(items):
+  """The baseline's teacher: the same judge (same draws, same scores) with no principles line, and
+  an analysis that is the same whichever principle it chose (clauses in CRITERIA order), so only
+  the scores carry the choice."""
+  rng = np.random.default_rng(11)
+  reordered = 0
+  for ex in items[1] + items[3]:
+    shown, _ = prompts.shuffle(ex, rng)
+    seed = int(rng.integers(1 << 30))
+    with_p = principled.teacher_critique(shown, seed, skill=0.4)
+    without = principled.teacher_critique(shown, seed, skill=0.4, principles=False)
+    principles, _ = prompts.split_critique(without)
+    assert not principles and not without.startswith(prompts.PRINCIPLES_LABEL)
+    assert scores.parse_scores(without, shown.n) == scores.parse_scores(with_p, shown.n)
+    analyses = {prompts.split_critique(principled.teacher_critique(shown, seed, skill=s, principles=False))[1]
+                .replace(" Score ", "|").split("|")[0] for s in (0.0, 1.0)}
+    assert len(analyses) == 1  # the first response's clauses do not depend on the principle chosen
+    rd = principled.read(shown)
+    first = prompts.split_critique(without)[1].split(" Score ")[0]
+    clauses = [principled._clause(c, rd.refs, rd.said[0], rd.meets[0][c]) for c in rd.contested]
+    assert first == "Response 1 " + ", ".join(clauses) + "."
+    reordered += prompts.split_critique(with_p)[1] != prompts.split_critique(without)[1]
+  assert reordered > 0  # where the main principle is not the first contested criterion, the order differs
+
+
 def _features(exs, vocab=None):
   """Per response: bag of words (the final mark as a word), word and character length, position
   and count one-hot; each also centred within its item (so differences from the item's other
@@ -179,6 +204,14 @@ def test_stages_read_the_world_from_the_config():
   assert all(ex.id.startswith("principled-") for ex in exs)
   pairs = stage.teacher_pairs(cfg, exs, seed=1)
   assert all(prompts.PRINCIPLES_LABEL in c for _, c in pairs)
+  np_cfg = chain.load_config(str(stage_root() / "warmup_principled_no_principles.py"))
+  np_pairs = stage.teacher_pairs(np_cfg, exs, seed=1)  # the same judge's critiques without principles
+  for (shown, c), (np_shown, np_c) in zip(pairs, np_pairs):
+    rd = principled.read(shown)
+    first = [principled._clause(k, rd.refs, rd.said[0], rd.meets[0][k]) for k in rd.contested]
+    assert np_shown == shown and not np_c.startswith(prompts.PRINCIPLES_LABEL)
+    assert prompts.split_critique(np_c)[1].startswith("Response 1 " + ", ".join(first) + ". Score ")
+    assert scores.parse_scores(np_c, shown.n) == scores.parse_scores(c, shown.n)
   cfg.data.world = "other"
   with pytest.raises(ValueError, match="data.world='other'"):
     stage.items(cfg, 2, seed=1)
