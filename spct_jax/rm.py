@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from spct_jax import progress
 from spct_jax.data import pipeline
 from spct_jax.example import GRMExample
 from spct_jax.model import reward
@@ -34,11 +35,14 @@ def score_fn(mcfg):
   return jax.jit(lambda p, t, m: reward.scores(mcfg, p, t, m))
 
 
-def score_rows(fn, params, tokens: np.ndarray, pad_mask: np.ndarray, batch_size: int = 32) -> np.ndarray:
+def score_rows(fn, params, tokens: np.ndarray, pad_mask: np.ndarray, batch_size: int = 32,
+               desc: str | None = None) -> np.ndarray:
   """Scores of [N, T] rows in batches of `batch_size` (the last one filled with copies, so one
-  shape compiles), trimmed to each batch's longest row rounded up to 64."""
+  shape compiles), trimmed to each batch's longest row rounded up to 64; desc: progress over the
+  batches with this label (spct_jax/progress.py)."""
   out = []
-  for start in range(0, len(tokens), batch_size):
+  starts = range(0, len(tokens), batch_size)
+  for start in (progress.bar(starts, desc=desc, unit="batch") if desc else starts):
     t, m = tokens[start:start + batch_size], pad_mask[start:start + batch_size]
     real = len(t)
     if real < batch_size:
@@ -50,9 +54,11 @@ def score_rows(fn, params, tokens: np.ndarray, pad_mask: np.ndarray, batch_size:
 
 
 def meta_scores(examples: Sequence[GRMExample], judgements: Sequence[Any], *, mcfg, params, tok,
-                max_len: int, style: str, batch_size: int = 32) -> tuple[list[list[float]], int]:
+                max_len: int, style: str, batch_size: int = 32, desc: str | None = None
+                ) -> tuple[list[list[float]], int]:
   """The meta RM's score of every sampled critique (judge.Judgement layout: texts and perms per
-  item) and the number of critiques too long for max_len, which score -inf (see `finite`)."""
+  item) and the number of critiques too long for max_len, which score -inf (see `finite`);
+  desc: progress over the batches with this label."""
   ids, where = [], []
   out = [[float("-inf")] * len(j.texts) for j in judgements]
   too_long = 0
@@ -66,7 +72,7 @@ def meta_scores(examples: Sequence[GRMExample], judgements: Sequence[Any], *, mc
       where.append((e, s))
   if ids:
     tokens, mask = pipeline.pad(ids, tok.pad_id)
-    for (e, s), v in zip(where, score_rows(score_fn(mcfg), params, tokens, mask, batch_size)):
+    for (e, s), v in zip(where, score_rows(score_fn(mcfg), params, tokens, mask, batch_size, desc)):
       out[e][s] = float(v)
   return out, too_long
 

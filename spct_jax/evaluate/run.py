@@ -149,7 +149,8 @@ def judge_model(cfg, workdir: str, name: str, spec: str, key: str, variant: str,
   if meta_model is not None:
     judged.meta_raw, judged.meta_too_long = rm.meta_scores(
         exs, pool, mcfg=meta_model.config, params=meta_model.params, tok=meta_model.tokenizer,
-        max_len=cfg.data.max_len + e.max_new_tokens, style=cfg.data.style, batch_size=e.sampler_batch)
+        max_len=cfg.data.max_len + e.max_new_tokens, style=cfg.data.style, batch_size=e.sampler_batch,
+        desc=f"{name} meta RM")
     judged.meta = rm.finite(judged.meta_raw)
   return judged
 

@@ -2,6 +2,7 @@
 through the CLIs in smoke mode (sizes only shrink), in one workdir shared by the tests below."""
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -78,6 +79,7 @@ def test_evaluate_trains_what_it_needs_and_writes_every_output(chain):
   samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
   assert len(samples) == 4 and all(len(s["texts"]) == pool == len(s["meta"]) for s in samples)
   assert "voting@k" in proc.stdout
+  assert re.search(r"^\[grpo meta RM\] (\d+)/\1 batch", proc.stdout, re.M)  # the meta RM's scoring shows its progress
   models = results["models"]  # every stage of the chain and the baselines, on the same items
   assert set(models) == {"warmup", "rft", "grpo", "no_principles", "scalar_rm"}
   for name in ("warmup", "rft", "grpo", "no_principles"):
