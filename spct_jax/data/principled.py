@@ -343,7 +343,7 @@ def teacher_critique(example: GRMExample, rng: np.random.Generator | int, skill:
   rest = (100 - main_weight) // (len(rd.contested) - 1)
   order = [main] + [c for c in rd.contested if c != main]
   stated = "; ".join(f"{_principle(c, rd.refs)} (weight {main_weight if c == main else rest}%)"
-                     for c in order) + "."
+                     for c in order) + "." if principles else ""
   grades = _grades(rd, main, main_weight)
   clauses = order if principles else rd.contested
   notes = [", ".join(_clause(c, rd.refs, s, mt[c]) for c in clauses) + "." for s, mt in zip(rd.said, rd.meets)]
@@ -353,4 +353,4 @@ def teacher_critique(example: GRMExample, rng: np.random.Generator | int, skill:
     for seq in (grades, notes):
       seq[top], seq[other] = seq[other], seq[top]
   analysis = " ".join(f"Response {i + 1} {note} Score {g}." for i, (note, g) in enumerate(zip(notes, grades)))
-  return prompts.format_critique(stated if principles else "", analysis, grades)
+  return prompts.format_critique(stated, analysis, grades)
